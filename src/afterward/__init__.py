@@ -1,0 +1,24 @@
+"""afterward: dependable background tasks for ASGI frameworks.
+
+`tasks.add_task(func, *args, **kwargs)` in a request handler runs `func` after the response has
+been sent: sync functions in afterward's own worker threads, async functions on the event loop,
+in order, each failure logged by name without stopping the others.
+"""
+
+from __future__ import annotations
+
+from ._limiter import DEFAULT_THREAD_LIMIT as DEFAULT_THREAD_LIMIT
+from ._limiter import current_default_thread_limiter as current_default_thread_limiter
+from ._tasks import BackgroundTask as BackgroundTask
+from ._tasks import BackgroundTasks as BackgroundTasks
+from ._tasks import ErrorCallback as ErrorCallback
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_THREAD_LIMIT",
+    "BackgroundTask",
+    "BackgroundTasks",
+    "ErrorCallback",
+    "current_default_thread_limiter",
+]

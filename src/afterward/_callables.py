@@ -1,0 +1,197 @@
+"""What afterward knows about a task function: its name, whether it is async, and its call shape.
+
+`add_task` runs on the request's hot path, so everything here is computed once per function and
+cached. Checking a call is then a handful of tuple and set operations instead of
+`inspect.Signature.bind` on every call; `bind` is only used to word the error once a call is
+already known to be wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["TaskShape", "check_call", "describe", "task_name"]
+
+_MAX_CACHED = 4096
+_P = inspect.Parameter
+
+
+class TaskShape:
+    """The parts of a callable's signature that decide whether a call binds."""
+
+    __slots__ = (
+        "_max_positional",
+        "_positional",
+        "_positional_only",
+        "_required_keyword_only",
+        "_required_positional",
+        "_keywords",
+        "_var_keyword",
+        "_var_positional",
+        "checkable",
+        "is_async",
+        "name",
+        "signature",
+    )
+
+    def __init__(self, name: str, is_async: bool, signature: inspect.Signature | None) -> None:
+        self.name = name
+        self.is_async = is_async
+        self.signature = signature
+        self.checkable = signature is not None
+        positional: list[str] = []
+        required_positional: list[str] = []
+        positional_only: set[str] = set()
+        keywords: set[str] = set()
+        required_keyword_only: list[str] = []
+        self._var_positional = self._var_keyword = False
+        for parameter in signature.parameters.values() if signature is not None else ():
+            kind = parameter.kind
+            required = parameter.default is _P.empty
+            if kind is _P.VAR_POSITIONAL:
+                self._var_positional = True
+            elif kind is _P.VAR_KEYWORD:
+                self._var_keyword = True
+            elif kind is _P.KEYWORD_ONLY:
+                keywords.add(parameter.name)
+                if required:
+                    required_keyword_only.append(parameter.name)
+            else:
+                positional.append(parameter.name)
+                if required:
+                    required_positional.append(parameter.name)
+                if kind is _P.POSITIONAL_ONLY:
+                    positional_only.add(parameter.name)
+                else:
+                    keywords.add(parameter.name)
+        self._positional = {name: index for index, name in enumerate(positional)}
+        self._max_positional = len(positional)
+        self._required_positional = tuple(required_positional)
+        self._positional_only = frozenset(positional_only)
+        self._keywords = frozenset(keywords)
+        self._required_keyword_only = tuple(required_keyword_only)
+
+    def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """Return whether `func(*args, **kwargs)` would bind to this signature."""
+        if not self.checkable:
+            return True
+        count = len(args)
+        if count > self._max_positional and not self._var_positional:
+            return False
+        for key in kwargs:
+            index = self._positional.get(key)
+            if index is not None and index < count:
+                return False  # the same argument given by position and by keyword
+            if key not in self._keywords and not self._var_keyword:
+                return False  # unknown, or positional-only passed by keyword
+        for key in self._required_positional[count:]:
+            if key not in kwargs or key in self._positional_only:
+                return False
+        return all(key in kwargs for key in self._required_keyword_only)
+
+
+_cache: dict[object, TaskShape] = {}
+
+
+def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TaskShape:
+    """Validate a task call now, in the request, and return the function's shape.
+
+    Raises:
+        TypeError: `func` is not callable, is a coroutine object, or the arguments do not bind.
+    """
+    if isinstance(func, functools.partial):
+        # A partial is checked as the call it will make: its own arguments first.
+        return check_call(func.func, func.args + args, {**func.keywords, **kwargs})
+    shape = describe(func)
+    if not shape.binds(args, kwargs):
+        raise TypeError(_binding_message(func, shape, args, kwargs))
+    return shape
+
+
+def describe(func: Any) -> TaskShape:
+    """Return the cached shape of a (non-partial) callable, building it on first use."""
+    if isinstance(func, types.MethodType):
+        key: object = func.__func__
+    elif isinstance(func, (types.FunctionType, type)):
+        key = func
+    elif isinstance(getattr(type(func), "__call__", None), types.FunctionType):
+        key = type(func)  # a callable instance: its class decides the shape
+    else:
+        key = func  # a builtin or another native callable
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable (a bound builtin method of a list, say): no caching
+        return _build(func, key)
+    shape = _build(func, key)
+    if len(_cache) >= _MAX_CACHED:
+        # Closures made per request would otherwise grow the cache forever.
+        _cache.clear()
+    _cache[key] = shape
+    return shape
+
+
+def _build(func: Any, key: object) -> TaskShape:
+    if inspect.iscoroutine(func):
+        name = getattr(func, "__qualname__", "func")
+        func.close()  # it will never be awaited; closing it avoids a RuntimeWarning
+        raise TypeError(
+            f"add_task() got a coroutine object, not a function: {name}(...) was called "
+            f"instead of being passed. Pass the function and its arguments separately: "
+            f"add_task({name}, *args, **kwargs), not add_task({name}(*args, **kwargs))."
+        )
+    if not callable(func):
+        raise TypeError(
+            f"add_task() expects a callable as its first argument, got {func!r} "
+            f"({type(func).__name__}). Pass the function itself: add_task(func, *args, **kwargs)."
+        )
+    try:
+        signature: inspect.Signature | None = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None  # some builtins have no introspectable signature; accept any call
+    return TaskShape(task_name(func), _is_async(func), signature)
+
+
+def _binding_message(
+    func: Any, shape: TaskShape, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> str:
+    assert shape.signature is not None  # only checkable shapes refuse a call
+    try:
+        shape.signature.bind(*args, **kwargs)
+        reason = "they do not bind"
+    except TypeError as exc:
+        reason = str(exc)
+    given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    return (
+        f"The arguments given to add_task() do not match {shape.name}{shape.signature}: "
+        f"{reason}. The task was called as {shape.name}({given}); pass the arguments "
+        f"{shape.name.rpartition('.')[2]} expects, as add_task(func, *args, **kwargs)."
+    )
+
+
+def _is_async(func: Any) -> bool:
+    # Same rule as Starlette's `is_async_callable`, so tasks are classified identically after a
+    # migration: unwrap partials, then look at the object and its `__call__`.
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or (
+        callable(func) and inspect.iscoroutinefunction(getattr(func, "__call__", None))
+    )
+
+
+def task_name(func: Any) -> str:
+    """Return the name afterward uses for a task in logs: `module.qualname` of the function."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if isinstance(func, types.MethodType):
+        func = func.__func__
+    if not hasattr(func, "__qualname__"):
+        func = type(func)
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}.{qualname}" if module else qualname

@@ -1,0 +1,189 @@
+"""The Runner: executes one collector's tasks after the response.
+
+Order is the order of `add_task`. A run of consecutive sync tasks is a single
+`anyio.to_thread.run_sync` call on afterward's limiter (one thread hop instead of one per task);
+async tasks are awaited on the event loop. Each task runs in the context captured when it was
+added. A task that raises is logged and reported, and the next one runs. Cancellation is never
+swallowed: the tasks it prevents are logged by name before it propagates.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+from collections.abc import Awaitable, Generator
+from contextvars import Context
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from anyio import from_thread, to_thread
+
+from ._limiter import current_default_thread_limiter
+from ._tasks import BackgroundTask, _entry_name
+
+if TYPE_CHECKING:
+    from starlette.background import BackgroundTask as StarletteTask
+
+    from ._tasks import BackgroundTasks
+
+__all__ = ["run_tasks"]
+
+logger = logging.getLogger("afterward")
+
+T = TypeVar("T")
+
+
+async def run_tasks(collector: BackgroundTasks) -> None:
+    """Run the collector's tasks that have not been started yet, in order."""
+    tasks = collector.tasks
+    running: StarletteTask | None = None
+    try:
+        while collector._next < len(tasks):
+            index = collector._next
+            entry = tasks[index]
+            if _is_sync(entry):
+                end = index + 1
+                while end < len(tasks) and _is_sync(tasks[end]):
+                    end += 1
+                limiter = collector.limiter or current_default_thread_limiter()
+                stopped = await to_thread.run_sync(
+                    _run_sync_batch, collector, tasks, end, limiter=limiter
+                )
+                if stopped is None:
+                    continue
+                running, outcome = stopped
+                if isinstance(outcome, Exception):
+                    error: Exception | None = outcome
+                else:
+                    # A sync function returned an awaitable (a sync wrapper around an async
+                    # function): await it on the loop instead of dropping it un-awaited.
+                    error = await _await_in(running.context, outcome)
+            else:
+                collector._next = index + 1
+                running = entry
+                error = await _run_async(entry)
+            if error is not None:
+                await _report_failure(collector, running, error)
+            running = None
+    except BaseException as exc:
+        _log_abandoned(collector, running, exc)
+        raise
+
+
+def _is_sync(entry: object) -> bool:
+    return isinstance(entry, BackgroundTask) and not entry.is_async
+
+
+def _run_sync_batch(
+    collector: BackgroundTasks, tasks: list[Any], end: int
+) -> tuple[BackgroundTask, Any] | None:
+    """Run `tasks[collector._next:end]` in this worker thread; stop at a failure or an awaitable."""
+    first = True
+    while collector._next < end:
+        if not first:
+            # Lets a cancelled host task stop the batch between tasks instead of waiting for all.
+            from_thread.check_cancelled()
+        first = False
+        task: BackgroundTask = tasks[collector._next]
+        collector._next += 1
+        try:
+            result = task.context.run(task.func, *task.args, **task.kwargs)
+        except Exception as exc:
+            return task, exc
+        if result is not None and inspect.isawaitable(result):
+            return task, result
+    return None
+
+
+async def _run_async(entry: StarletteTask) -> Exception | None:
+    try:
+        if isinstance(entry, BackgroundTask):
+            await _in_context(
+                entry.context, entry.context.run(entry.func, *entry.args, **entry.kwargs)
+            )
+        else:
+            # Anything else Starlette accepts as a task (its own BackgroundTask or
+            # BackgroundTasks, or another awaitable callable): run it as it runs itself.
+            await entry()
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _await_in(context: Context, awaitable: Awaitable[Any]) -> Exception | None:
+    try:
+        await _in_context(context, awaitable)
+    except Exception as exc:
+        return exc
+    return None
+
+
+@types.coroutine
+def _in_context(context: Context, awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
+    """Drive `awaitable` with every step run inside `context`.
+
+    This is how an async task sees the context captured at `add_task` without a task of its own:
+    each `send`/`throw` into the coroutine happens in `context.run`, and whatever the coroutine
+    yields to the event loop (asyncio futures, trio traps) is passed through untouched, so it
+    works on any AnyIO backend and cancellation reaches the task as usual.
+    """
+    iterator = awaitable.__await__()
+    send = iterator.send
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                yielded = context.run(send, value)
+            else:
+                yielded = context.run(iterator.throw, error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            error = None
+        try:
+            value = yield yielded
+        except BaseException as exc:
+            error = exc
+
+
+async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: Exception) -> None:
+    name = _entry_name(task)
+    logger.error(
+        "Background task %s failed; the remaining tasks still run.",
+        name,
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"afterward_task": name},
+    )
+    if collector.on_error is not None:
+        try:
+            result = collector.on_error(task, exc)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("The on_error callback failed while handling %s.", name)
+    if collector.stop_on_error and collector._next < len(collector.tasks):
+        skipped = collector.tasks[collector._next :]
+        collector._next = len(collector.tasks)
+        logger.error(
+            "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
+            len(skipped),
+            name,
+            ", ".join(map(_entry_name, skipped)),
+        )
+
+
+def _log_abandoned(
+    collector: BackgroundTasks, running: StarletteTask | None, exc: BaseException
+) -> None:
+    never_started = collector.tasks[collector._next :]
+    collector._next = len(collector.tasks)
+    if running is None and not never_started:
+        return
+    logger.warning(
+        "Background tasks stopped by %s: %s; %d task(s) never started: %s.",
+        type(exc).__name__,
+        f"{_entry_name(running)} was interrupted" if running is not None else "none was running",
+        len(never_started),
+        ", ".join(map(_entry_name, never_started)) or "none",
+    )

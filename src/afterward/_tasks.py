@@ -1,0 +1,132 @@
+"""The model: one task (`BackgroundTask`) and the per-request collector (`BackgroundTasks`)."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.background import BackgroundTask as _StarletteTask
+from starlette.background import BackgroundTasks as _StarletteTasks
+from typing_extensions import ParamSpec
+
+from ._callables import check_call, task_name
+
+if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+
+__all__ = ["BackgroundTask", "BackgroundTasks", "ErrorCallback"]
+
+P = ParamSpec("P")
+
+ErrorCallback = Callable[[_StarletteTask, Exception], "Awaitable[object] | object"]
+"""`on_error(task, exc)`: called on the event loop after a task raised, before the next one runs."""
+
+
+class BackgroundTask(_StarletteTask):
+    """One call to run after the response: `func(*args, **kwargs)`.
+
+    The call is checked when the task is created, in the request (so a mistake is a `TypeError`
+    there, not a lost task later), and the current `contextvars` context is captured so the task
+    sees the values that were set when it was added.
+
+    It is a `starlette.background.BackgroundTask`, so it can be passed on its own as a response's
+    `background=`; run that way, it gets afterward's semantics (isolated errors, own threads).
+
+    Attributes:
+        func: The function to call.
+        args: Positional arguments for `func`.
+        kwargs: Keyword arguments for `func`.
+        is_async: Whether `func` is awaited on the event loop (else it runs in a worker thread).
+        name: `module.qualname` of `func`, used in logs.
+        context: The `contextvars.Context` the task runs in.
+    """
+
+    def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        shape = check_call(func, args, kwargs)
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.is_async = shape.is_async
+        self.name = shape.name
+        self.context = contextvars.copy_context()
+
+    def __repr__(self) -> str:
+        return f"<BackgroundTask {self.name}>"
+
+    async def __call__(self) -> None:
+        await BackgroundTasks([self])()
+
+
+class BackgroundTasks(_StarletteTasks):
+    """The tasks of one request, run in order after its response has been sent.
+
+    A drop-in for `starlette.background.BackgroundTasks` (and a subclass of it, so every Starlette
+    response accepts it as `background=`): sync functions run in worker threads on afterward's own
+    limiter, a run of consecutive sync tasks in a single thread hop; async functions are awaited on
+    the event loop. A task that raises is logged by name and the next one still runs.
+
+    Each entry runs at most once: running the collector again runs only the tasks added since.
+
+    Args:
+        tasks: Initial tasks, e.g. Starlette `BackgroundTask` objects.
+        stop_on_error: Stop at the first failing task, as Starlette does. The remaining tasks are
+            logged by name as skipped; the error is still not raised to the server.
+        on_error: `on_error(task, exc)`, sync or async, called after a task raised.
+        limiter: Limiter for the worker threads of sync tasks. Defaults to
+            `afterward.current_default_thread_limiter()`.
+    """
+
+    tasks: list[_StarletteTask]
+
+    def __init__(
+        self,
+        tasks: Sequence[_StarletteTask] | None = None,
+        *,
+        stop_on_error: bool = False,
+        on_error: ErrorCallback | None = None,
+        limiter: CapacityLimiter | None = None,
+    ) -> None:
+        if on_error is not None and not callable(on_error):
+            raise TypeError(
+                f"on_error must be a callable taking (task, exception), got {on_error!r}."
+            )
+        self.tasks = list(tasks) if tasks else []
+        self.stop_on_error = stop_on_error
+        self.on_error = on_error
+        self.limiter = limiter
+        self._next = 0  # index of the first task that has not been started yet
+
+    def __repr__(self) -> str:
+        names = ", ".join(_entry_name(task) for task in self.tasks)
+        return f"<BackgroundTasks [{names}]>"
+
+    def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Add `func(*args, **kwargs)` to run after the response.
+
+        Raises:
+            TypeError: `func` is not callable, is a coroutine object (`f()` instead of `f`), or the
+                arguments do not match its signature.
+        """
+        self.tasks.append(BackgroundTask(func, *args, **kwargs))
+
+    @property
+    def pending(self) -> list[_StarletteTask]:
+        """The tasks that have not been started yet."""
+        return self.tasks[self._next :]
+
+    async def __call__(self) -> None:
+        """Run the tasks that have not run yet, in order."""
+        await run_tasks(self)
+
+
+def _entry_name(task: object) -> str:
+    name = getattr(task, "name", None)
+    if isinstance(name, str):
+        return name
+    return task_name(getattr(task, "func", task))
+
+
+# The runner executes these classes and the collector's `__call__` hands itself to the runner, so
+# the import has to wait until both classes exist.
+from ._runner import run_tasks  # noqa: E402
