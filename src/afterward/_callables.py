@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["TaskShape", "check_call", "describe", "task_name"]
@@ -24,12 +24,12 @@ class TaskShape:
     """The parts of a callable's signature that decide whether a call binds."""
 
     __slots__ = (
+        "_keywords",
         "_max_positional",
         "_positional",
         "_positional_only",
         "_required_keyword_only",
         "_required_positional",
-        "_keywords",
         "_var_keyword",
         "_var_positional",
         "checkable",
@@ -118,7 +118,7 @@ def describe(func: Any) -> TaskShape:
         key: object = func.__func__
     elif isinstance(func, (types.FunctionType, type)):
         key = func
-    elif isinstance(getattr(type(func), "__call__", None), types.FunctionType):
+    elif isinstance(getattr(type(func), "__call__", None), types.FunctionType):  # noqa: B004
         key = type(func)  # a callable instance: its class decides the shape
     else:
         key = func  # a builtin or another native callable
@@ -180,7 +180,7 @@ def _is_async(func: Any) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or (
-        callable(func) and inspect.iscoroutinefunction(getattr(func, "__call__", None))
+        callable(func) and inspect.iscoroutinefunction(func.__call__)
     )
 
 

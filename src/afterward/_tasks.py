@@ -44,9 +44,10 @@ class BackgroundTask(_StarletteTask):
 
     def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
         shape = check_call(func, args, kwargs)
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
+        # Starlette's attributes are typed with its own ParamSpec; ours is a different one.
+        self.func = func  # type: ignore[assignment]
+        self.args = args  # type: ignore[assignment]
+        self.kwargs = kwargs  # type: ignore[assignment]
         self.is_async = shape.is_async
         self.name = shape.name
         self.context = contextvars.copy_context()
