@@ -7,8 +7,10 @@ in order, each failure logged by name without stopping the others.
 
 from __future__ import annotations
 
+from ._inject import inject as inject
 from ._limiter import DEFAULT_THREAD_LIMIT as DEFAULT_THREAD_LIMIT
 from ._limiter import current_default_thread_limiter as current_default_thread_limiter
+from ._params import Depends as Depends
 from ._tasks import BackgroundTask as BackgroundTask
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import ErrorCallback as ErrorCallback
@@ -19,6 +21,8 @@ __all__ = [
     "DEFAULT_THREAD_LIMIT",
     "BackgroundTask",
     "BackgroundTasks",
+    "Depends",
     "ErrorCallback",
     "current_default_thread_limiter",
+    "inject",
 ]

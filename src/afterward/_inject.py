@@ -1,0 +1,364 @@
+"""`inject`: typed parameters, `Depends` and `BackgroundTasks` for plain Starlette endpoints.
+
+The signature of the endpoint and of every dependency below it is analysed once, when `inject` is
+called, into a tree of `_Plan`s; a request only walks that tree. Anything the plan cannot
+resolve is a `TypeError` then, naming the parameter, instead of an error in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Annotated, Any, cast, get_args, get_origin
+
+from anyio import to_thread
+from starlette.background import BackgroundTasks as _StarletteTasks
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from ._params import Dependency, ValueParam
+from ._tasks import BackgroundTasks, _entry_name
+
+__all__ = ["inject"]
+
+logger = logging.getLogger("afterward")
+
+# What a parameter is resolved from.
+_TASKS, _REQUEST, _DEPENDENCY, _VALUE = range(4)
+
+
+class _Plan:
+    """How to call one function (the endpoint or a dependency) for a request."""
+
+    __slots__ = ("call", "func", "is_async", "kind", "params", "positional")
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.params: list[tuple[str, int, Any]] = []
+        self.positional = 0  # leading parameters that must be passed by position
+        # A callable instance is classified by its __call__ method.
+        target: Any = func
+        if not inspect.isroutine(func) and not inspect.isclass(func):
+            target = func.__call__  # type: ignore[operator]
+        if inspect.isasyncgenfunction(target):
+            self.kind, self.is_async = "generator", True
+            self.call: Callable[..., Any] = contextlib.asynccontextmanager(target)
+        elif inspect.isgeneratorfunction(target):
+            self.kind, self.is_async = "generator", False
+            self.call = contextlib.contextmanager(target)
+        else:
+            self.kind, self.is_async = "call", inspect.iscoroutinefunction(target)
+            self.call = func
+
+
+def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]:
+    """Turn a typed function into a Starlette endpoint with FastAPI-style parameters.
+
+    Per request, each parameter of `func` is resolved by its declaration: `BackgroundTasks` (or a
+    subclass) gets the request's one task collector; `Request`/`HTTPConnection` the request;
+    `Depends(fn)` (as default or in `Annotated`) the result of `fn`, resolved the same way;
+    anything else a path parameter of that name, else a query parameter, converted to `str`,
+    `int`, `float` or `bool` (optionally `| None`). A missing or unconvertible value answers 422.
+
+    The return value is sent as is if it is a `Response`, else as a `JSONResponse`; the collected
+    tasks run after it has been sent (after its own `background`, if it has one). If `func` or a
+    dependency raises, no task runs and the exception goes to Starlette's exception handlers.
+
+    Args:
+        func: A `def` or `async def` function.
+
+    Returns:
+        An endpoint for `starlette.routing.Route`.
+
+    Raises:
+        TypeError: a parameter cannot be resolved (unsupported annotation, `*args`, ...).
+    """
+    if not callable(func) or inspect.isclass(func):
+        raise TypeError(f"inject() takes a function, got {func!r}.")
+    plan = _analyse(func, ())
+    collector_class = _collector_class(plan, func)
+
+    async def endpoint(request: Request) -> Response:
+        run = _Run(request, collector_class)
+        try:
+            result = await run.call(plan)
+            if run.errors:
+                response: Response = JSONResponse({"detail": run.errors}, status_code=422)
+                run.abandon("the request failed validation (422)", logging.INFO)
+            elif isinstance(result, Response):
+                response = result
+            else:
+                response = _json_response(func, result)
+        except BaseException as exc:
+            run.abandon(f"the endpoint raised {type(exc).__name__}", _level_for(exc))
+            if run.stack is not None:
+                await run.stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        tasks = run.tasks if run.tasks is not None and run.tasks.pending else None
+        if run.stack is None:
+            if tasks is None:
+                return response
+            if response is not result:
+                response.background = tasks  # a response we built: nobody else holds it
+                return response
+        # Never mutate a response the endpoint returned (it may be shared or cached): wrap it.
+        return cast(Response, _Completion(response, tasks, run.stack))
+
+    functools.update_wrapper(endpoint, func)
+    return endpoint
+
+
+class _Completion:
+    """Sends the endpoint's response, then runs the request's tasks, then closes dependencies."""
+
+    __slots__ = ("response", "stack", "tasks")
+
+    def __init__(
+        self, response: Response, tasks: BackgroundTasks | None, stack: AsyncExitStack | None
+    ) -> None:
+        self.response = response
+        self.tasks = tasks
+        self.stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.response(scope, receive, send)
+            if self.tasks is not None:
+                await self.tasks()  # runs only what the response's own background did not
+        except BaseException as exc:
+            if self.tasks is not None:
+                _log_not_run(self.tasks, f"sending the response raised {type(exc).__name__}")
+            if self.stack is not None:
+                await self.stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if self.stack is not None:
+            await self.stack.aclose()
+
+
+class _Run:
+    """The state of one request: its collector, dependency cache, exit stack and 422 errors."""
+
+    __slots__ = ("cache", "collector_class", "errors", "request", "stack", "tasks")
+
+    def __init__(self, request: Request, collector_class: type[BackgroundTasks]) -> None:
+        self.request = request
+        self.collector_class = collector_class
+        self.tasks: BackgroundTasks | None = None
+        self.cache: dict[Callable[..., Any], Any] = {}
+        self.stack: AsyncExitStack | None = None
+        self.errors: list[dict[str, Any]] = []
+
+    async def call(self, plan: _Plan) -> Any:
+        """Resolve `plan`'s parameters and call it; return None if validation failed."""
+        kwargs: dict[str, Any] = {}
+        errors_before = len(self.errors)
+        for name, source, payload in plan.params:
+            if source == _VALUE:
+                kwargs[name] = self._value(payload)
+            elif source == _TASKS:
+                if self.tasks is None:
+                    self.tasks = self.collector_class()
+                kwargs[name] = self.tasks
+            elif source == _REQUEST:
+                kwargs[name] = self.request
+            else:
+                kwargs[name] = await self._dependency(payload)
+        if len(self.errors) > errors_before:
+            return None
+        return await self._invoke(plan, kwargs)
+
+    async def _dependency(self, dependency: tuple[_Plan, bool]) -> Any:
+        plan, use_cache = dependency
+        if use_cache and plan.func in self.cache:
+            return self.cache[plan.func]
+        value = await self.call(plan)
+        if use_cache:
+            self.cache[plan.func] = value
+        return value
+
+    async def _invoke(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
+        args = (
+            [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
+            if plan.positional
+            else []
+        )
+        if plan.kind == "call":
+            if plan.is_async:
+                return await plan.call(*args, **kwargs)
+            return await to_thread.run_sync(functools.partial(plan.call, *args, **kwargs))
+        if self.stack is None:
+            self.stack = AsyncExitStack()
+        manager = plan.call(*args, **kwargs)
+        if plan.is_async:
+            return await self.stack.enter_async_context(manager)
+        value = await to_thread.run_sync(manager.__enter__)
+        self.stack.push_async_exit(functools.partial(to_thread.run_sync, manager.__exit__))
+        return value
+
+    def _value(self, param: ValueParam) -> Any:
+        path_params = self.request.path_params
+        if param.name in path_params:
+            location, raw = "path", path_params[param.name]
+        else:
+            location, raw = "query", self.request.query_params.get(param.name)
+            if raw is None:
+                if param.required:
+                    self.errors.append(
+                        {
+                            "type": "missing",
+                            "loc": [location, param.name],
+                            "msg": "Field required",
+                            "input": None,
+                        }
+                    )
+                return param.default
+        try:
+            return param.convert(raw)
+        except (TypeError, ValueError):
+            self.errors.append(
+                {
+                    "type": param.error_type,
+                    "loc": [location, param.name],
+                    "msg": param.message,
+                    "input": raw,
+                }
+            )
+            return None
+
+    def abandon(self, reason: str, level: int) -> None:
+        """Log, by name, the tasks that will not run because the request did not succeed."""
+        if self.tasks is not None:
+            _log_not_run(self.tasks, reason, level)
+
+
+def _log_not_run(tasks: BackgroundTasks, reason: str, level: int = logging.WARNING) -> None:
+    pending = tasks.pending
+    if pending:
+        tasks._next = len(tasks.tasks)
+        logger.log(
+            level,
+            "Not running %d background task(s) because %s: %s.",
+            len(pending),
+            reason,
+            ", ".join(map(_entry_name, pending)),
+        )
+
+
+def _level_for(exc: BaseException) -> int:
+    # An HTTPException is a deliberate answer (404, 403...): its tasks not running is the
+    # documented behaviour, not an incident.
+    return logging.INFO if isinstance(exc, HTTPException) else logging.WARNING
+
+
+def _json_response(func: Callable[..., Any], result: Any) -> Response:
+    try:
+        return JSONResponse(result)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{func.__qualname__} returned {type(result).__name__} {result!r:.80}, which cannot "
+            f"be sent as JSON ({exc}). Return a dict, list, str, number, bool or None, or a "
+            f"starlette Response."
+        ) from exc
+
+
+def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> _Plan:
+    if func in seen:
+        chain = " -> ".join(getattr(f, "__qualname__", repr(f)) for f in (*seen, func))
+        raise TypeError(f"inject(): circular dependency: {chain}.")
+    plan = _Plan(func)
+    owner = getattr(func, "__qualname__", repr(func))
+    try:
+        signature = inspect.signature(func, eval_str=True)
+    except NameError as exc:
+        raise TypeError(
+            f"inject() cannot read the annotations of {owner}: {exc}. Import the names its "
+            f"annotations use at module level."
+        ) from exc
+    for parameter in signature.parameters.values():
+        where = f"parameter {parameter.name!r} of {owner}"
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(
+                f"inject() cannot resolve {where}: *args and **kwargs have no request value. "
+                f"Declare each parameter by name."
+            )
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            plan.positional += 1
+        plan.params.append(_analyse_parameter(parameter, where, (*seen, func)))
+    return plan
+
+
+def _analyse_parameter(
+    parameter: inspect.Parameter, where: str, seen: tuple[Callable[..., Any], ...]
+) -> tuple[str, int, Any]:
+    annotation = parameter.annotation
+    markers: list[Any] = []
+    if get_origin(annotation) is Annotated:
+        annotation, *markers = get_args(annotation)
+    dependencies = [m for m in markers if isinstance(m, Dependency)]
+    if isinstance(parameter.default, Dependency):
+        dependencies.append(parameter.default)
+    if len(dependencies) > 1:
+        raise TypeError(f"inject(): {where} declares Depends() more than once; keep one.")
+    if dependencies:
+        dependency = dependencies[0]
+        target = dependency.dependency
+        if target is None:
+            if not callable(annotation):
+                raise TypeError(
+                    f"inject(): {where} uses Depends() without a callable, and its annotation "
+                    f"{annotation!r} cannot be called. Write Depends(some_function)."
+                )
+            target = annotation
+        return parameter.name, _DEPENDENCY, (_analyse(target, seen), dependency.use_cache)
+    if inspect.isclass(annotation):
+        if issubclass(annotation, _StarletteTasks):
+            return parameter.name, _TASKS, annotation
+        if issubclass(annotation, WebSocket):
+            raise TypeError(f"inject() cannot resolve {where}: inject is for HTTP endpoints.")
+        if issubclass(annotation, HTTPConnection):
+            return parameter.name, _REQUEST, annotation
+    empty = parameter.empty
+    try:
+        value = ValueParam(
+            parameter.name,
+            Any if annotation is empty else annotation,
+            None if parameter.default is empty else parameter.default,
+            parameter.default is empty,
+        )
+    except TypeError:
+        raise TypeError(
+            f"inject() cannot resolve {where}: its annotation {annotation!r} is not one that can "
+            f"be read from the path or query string (str, int, float, bool, or one of them "
+            f"| None), nor BackgroundTasks, Request or Depends(...). Compute it in a dependency: "
+            f"{parameter.name}: Annotated[..., Depends(get_{parameter.name})]."
+        ) from None
+    return parameter.name, _VALUE, value
+
+
+def _collector_class(plan: _Plan, func: Callable[..., Any]) -> type[BackgroundTasks]:
+    """Pick one class for the request's collector that satisfies every `BackgroundTasks` hint."""
+    wanted: list[type[Any]] = []
+    stack = [plan]
+    while stack:
+        for _, source, payload in stack.pop().params:
+            if source == _TASKS:
+                wanted.append(payload)
+            elif source == _DEPENDENCY:
+                stack.append(payload[0])
+    candidates = [cls for cls in wanted if issubclass(cls, BackgroundTasks)] or [BackgroundTasks]
+    for candidate in candidates:
+        if all(issubclass(candidate, cls) for cls in wanted):
+            return candidate
+    names = ", ".join(sorted({cls.__qualname__ for cls in wanted}))
+    raise TypeError(
+        f"inject(): {func.__qualname__} and its dependencies ask for background-task collectors "
+        f"of classes that no single afterward collector can be ({names}). One request has one "
+        f"collector: annotate with afterward.BackgroundTasks or one subclass of it."
+    )

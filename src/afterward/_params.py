@@ -1,0 +1,133 @@
+"""`Depends`, and how `inject` reads path and query values into typed parameters."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any, Union, get_args, get_origin
+
+__all__ = ["Dependency", "Depends", "ValueParam", "converter_for"]
+
+
+class Dependency:
+    """The marker `Depends(...)` returns; `inject` resolves it to the dependency's result."""
+
+    __slots__ = ("dependency", "use_cache")
+
+    def __init__(self, dependency: Callable[..., Any] | None, use_cache: bool) -> None:
+        self.dependency = dependency
+        self.use_cache = use_cache
+
+    def __repr__(self) -> str:
+        name = getattr(self.dependency, "__qualname__", repr(self.dependency))
+        cache = "" if self.use_cache else ", use_cache=False"
+        return f"Depends({name}{cache})"
+
+
+def Depends(dependency: Callable[..., Any] | None = None, *, use_cache: bool = True) -> Any:
+    """Declare a parameter whose value is the result of calling `dependency`.
+
+    Use it as a default value (`q: str = Depends(get_query)`) or in `Annotated`
+    (`q: Annotated[str, Depends(get_query)]`). The dependency's own parameters are resolved the
+    same way as the endpoint's. Sync dependencies run in a worker thread, async ones are awaited;
+    a generator dependency's code after `yield` runs after the background tasks. Within one
+    request the result is computed once and shared, unless `use_cache=False`.
+
+    Args:
+        dependency: The callable to call. If omitted, the parameter's annotation is called
+            (`db: Annotated[Database, Depends()]`).
+        use_cache: Share one result per request among all who ask for it.
+
+    Returns:
+        A marker that `inject` resolves; typed `Any` so it fits any parameter's annotation.
+    """
+    if dependency is not None and not callable(dependency):
+        raise TypeError(
+            f"Depends() takes a callable (a function or a class), got {dependency!r}. "
+            f"Write Depends(get_value), not Depends(get_value())."
+        )
+    return Dependency(dependency, use_cache)
+
+
+class ValueParam:
+    """A parameter read from the path, else from the query string."""
+
+    __slots__ = ("convert", "default", "error_type", "message", "name", "required")
+
+    def __init__(self, name: str, annotation: Any, default: Any, required: bool) -> None:
+        convert, error_type, message = converter_for(annotation)
+        self.name = name
+        self.convert = convert
+        self.error_type = error_type
+        self.message = message
+        self.default = default
+        self.required = required
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def _to_str(raw: Any) -> str:
+    return raw if isinstance(raw, str) else str(raw)
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw  # a Starlette `{id:int}` path convertor already did it
+    return int(raw)
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, float):
+        return raw
+    return float(raw)
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _identity(raw: Any) -> Any:
+    return raw
+
+
+# Error types and messages are the ones FastAPI (pydantic) answers with, so clients that already
+# parse FastAPI's 422 bodies parse ours.
+_CONVERTERS: dict[Any, tuple[Callable[[Any], Any], str, str]] = {
+    str: (_to_str, "string_type", "Input should be a valid string"),
+    int: (
+        _to_int,
+        "int_parsing",
+        "Input should be a valid integer, unable to parse string as an integer",
+    ),
+    float: (
+        _to_float,
+        "float_parsing",
+        "Input should be a valid number, unable to parse string as a number",
+    ),
+    bool: (_to_bool, "bool_parsing", "Input should be a valid boolean, unable to interpret input"),
+    Any: (_identity, "string_type", "Input should be a valid string"),
+}
+
+
+def converter_for(annotation: Any) -> tuple[Callable[[Any], Any], str, str]:
+    """Return `(convert, error_type, message)` for a path/query parameter's annotation.
+
+    Raises:
+        TypeError: the annotation is not one `inject` can read from a path or query string.
+    """
+    if annotation in _CONVERTERS:
+        return _CONVERTERS[annotation]
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1 and len(get_args(annotation)) == 2 and members[0] in _CONVERTERS:
+            return _CONVERTERS[members[0]]  # Optional[X]: None only ever comes from the default
+    raise TypeError(f"annotation {annotation!r} is not supported")
