@@ -274,13 +274,7 @@ def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> 
         raise TypeError(f"inject(): circular dependency: {chain}.")
     plan = _Plan(func)
     owner = getattr(func, "__qualname__", repr(func))
-    try:
-        signature = inspect.signature(func, eval_str=True)
-    except NameError as exc:
-        raise TypeError(
-            f"inject() cannot read the annotations of {owner}: {exc}. Import the names its "
-            f"annotations use at module level."
-        ) from exc
+    signature = _signature(func, owner)
     for parameter in signature.parameters.values():
         where = f"parameter {parameter.name!r} of {owner}"
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -292,6 +286,33 @@ def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> 
             plan.positional += 1
         plan.params.append(_analyse_parameter(parameter, where, (*seen, func)))
     return plan
+
+
+def _signature(func: Callable[..., Any], owner: str) -> inspect.Signature:
+    try:
+        return inspect.signature(func, eval_str=True)
+    except NameError:
+        pass
+    # Some annotation names a local (or a not-yet-defined) object. Evaluate them one by one: one
+    # whose parameter has a `Depends(...)` default is not needed, so it need not resolve.
+    signature = inspect.signature(func)
+    namespace = getattr(inspect.unwrap(func), "__globals__", {})
+    parameters = []
+    for parameter in signature.parameters.values():
+        annotation = parameter.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # what eval_str does, per parameter
+            except NameError as exc:
+                if not isinstance(parameter.default, Dependency):
+                    raise TypeError(
+                        f"inject() cannot read the annotation of parameter {parameter.name!r} "
+                        f"of {owner}: {exc}. Define the names annotations use at module level "
+                        f"(they are looked up there, as FastAPI does)."
+                    ) from exc
+                annotation = parameter.empty
+        parameters.append(parameter.replace(annotation=annotation))
+    return signature.replace(parameters=parameters)
 
 
 def _analyse_parameter(
