@@ -7,6 +7,7 @@ in order, each failure logged by name without stopping the others.
 
 from __future__ import annotations
 
+from ._attach import attach as attach
 from ._inject import inject as inject
 from ._limiter import DEFAULT_THREAD_LIMIT as DEFAULT_THREAD_LIMIT
 from ._limiter import current_default_thread_limiter as current_default_thread_limiter
@@ -23,6 +24,7 @@ __all__ = [
     "BackgroundTasks",
     "Depends",
     "ErrorCallback",
+    "attach",
     "current_default_thread_limiter",
     "inject",
 ]
