@@ -33,6 +33,9 @@ logger = logging.getLogger("afterward")
 # What a parameter is resolved from.
 _TASKS, _REQUEST, _DEPENDENCY, _VALUE = range(4)
 
+# Returned instead of a value, or a call's result, when a request value failed validation.
+_INVALID: Any = type("_Invalid", (), {"__repr__": lambda self: "<invalid>"})()
+
 
 class _Plan:
     """How to call one function (the endpoint or a dependency) for a request."""
@@ -89,19 +92,24 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         run = _Run(request, collector_class)
         try:
             result = await run.call(plan)
-            if run.errors:
+            if result is _INVALID:
                 response: Response = JSONResponse({"detail": run.errors}, status_code=422)
                 run.abandon("the request failed validation (422)", logging.INFO)
             elif isinstance(result, Response):
                 response = result
             else:
-                response = _json_response(func, result)
+                try:
+                    response = JSONResponse(result)
+                except (TypeError, ValueError) as exc:
+                    raise _not_json(func, result, exc) from exc
         except BaseException as exc:
             run.abandon(f"the endpoint raised {type(exc).__name__}", _level_for(exc))
             if run.stack is not None:
                 await run.stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        tasks = run.tasks if run.tasks is not None and run.tasks.pending else None
+        tasks = run.tasks
+        if tasks is not None and tasks._next == len(tasks.tasks):
+            tasks = None  # nothing to run
         if run.stack is None:
             if tasks is None:
                 return response
@@ -151,47 +159,51 @@ class _Run:
         self.request = request
         self.collector_class = collector_class
         self.tasks: BackgroundTasks | None = None
-        self.cache: dict[Callable[..., Any], Any] = {}
+        self.cache: dict[Callable[..., Any], Any] | None = None
         self.stack: AsyncExitStack | None = None
         self.errors: list[dict[str, Any]] = []
 
     async def call(self, plan: _Plan) -> Any:
-        """Resolve `plan`'s parameters and call it; return None if validation failed."""
+        """Resolve `plan`'s parameters and call it; return `_INVALID` if a value was invalid."""
         kwargs: dict[str, Any] = {}
-        errors_before = len(self.errors)
+        invalid = False
         for name, source, payload in plan.params:
             if source == _VALUE:
-                kwargs[name] = self._value(payload)
+                value = self._value(payload)
             elif source == _TASKS:
                 if self.tasks is None:
                     self.tasks = self.collector_class()
-                kwargs[name] = self.tasks
+                value = self.tasks
             elif source == _REQUEST:
-                kwargs[name] = self.request
+                value = self.request
             else:
-                kwargs[name] = await self._dependency(payload)
-        if len(self.errors) > errors_before:
-            return None
-        return await self._invoke(plan, kwargs)
+                value = await self._dependency(payload)
+            if value is _INVALID:
+                invalid = True
+            kwargs[name] = value
+        if invalid:
+            return _INVALID  # like FastAPI: nothing is called with invalid input
+        if plan.positional:
+            args = [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
+        else:
+            args = []
+        if plan.kind == "call" and plan.is_async:
+            return await plan.call(*args, **kwargs)
+        return await self._invoke(plan, args, kwargs)
 
     async def _dependency(self, dependency: tuple[_Plan, bool]) -> Any:
         plan, use_cache = dependency
-        if use_cache and plan.func in self.cache:
+        if not use_cache:
+            return await self.call(plan)
+        if self.cache is None:
+            self.cache = {}
+        elif plan.func in self.cache:
             return self.cache[plan.func]
-        value = await self.call(plan)
-        if use_cache:
-            self.cache[plan.func] = value
+        value = self.cache[plan.func] = await self.call(plan)
         return value
 
-    async def _invoke(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
-        args = (
-            [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
-            if plan.positional
-            else []
-        )
+    async def _invoke(self, plan: _Plan, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if plan.kind == "call":
-            if plan.is_async:
-                return await plan.call(*args, **kwargs)
             return await to_thread.run_sync(functools.partial(plan.call, *args, **kwargs))
         if self.stack is None:
             self.stack = AsyncExitStack()
@@ -209,16 +221,13 @@ class _Run:
         else:
             location, raw = "query", self.request.query_params.get(param.name)
             if raw is None:
-                if param.required:
-                    self.errors.append(
-                        {
-                            "type": "missing",
-                            "loc": [location, param.name],
-                            "msg": "Field required",
-                            "input": None,
-                        }
-                    )
-                return param.default
+                if not param.required:
+                    return param.default
+                loc = [location, param.name]
+                self.errors.append(
+                    {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
+                )
+                return _INVALID
         try:
             return param.convert(raw)
         except (TypeError, ValueError):
@@ -230,7 +239,7 @@ class _Run:
                     "input": raw,
                 }
             )
-            return None
+            return _INVALID
 
     def abandon(self, reason: str, level: int) -> None:
         """Log, by name, the tasks that will not run because the request did not succeed."""
@@ -257,15 +266,12 @@ def _level_for(exc: BaseException) -> int:
     return logging.INFO if isinstance(exc, HTTPException) else logging.WARNING
 
 
-def _json_response(func: Callable[..., Any], result: Any) -> Response:
-    try:
-        return JSONResponse(result)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{func.__qualname__} returned {type(result).__name__} {result!r:.80}, which cannot "
-            f"be sent as JSON ({exc}). Return a dict, list, str, number, bool or None, or a "
-            f"starlette Response."
-        ) from exc
+def _not_json(func: Callable[..., Any], result: Any, exc: Exception) -> TypeError:
+    return TypeError(
+        f"{func.__qualname__} returned {type(result).__name__} {result!r:.80}, which cannot be "
+        f"sent as JSON ({exc}). Return a dict, list, str, number, bool or None, or a starlette "
+        f"Response."
+    )
 
 
 def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> _Plan:
