@@ -40,12 +40,24 @@ _INVALID: Any = type("_Invalid", (), {"__repr__": lambda self: "<invalid>"})()
 class _Plan:
     """How to call one function (the endpoint or a dependency) for a request."""
 
-    __slots__ = ("call", "func", "is_async", "kind", "params", "positional")
+    __slots__ = (
+        "call",
+        "dependencies",
+        "direct",
+        "func",
+        "is_async",
+        "kind",
+        "params",
+        "positional",
+        "simple",
+    )
 
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
         self.params: list[tuple[str, int, Any]] = []
         self.positional = 0  # leading parameters that must be passed by position
+        self.simple: list[tuple[str, int, Any]] = []  # resolved without awaiting anything
+        self.dependencies: list[tuple[str, tuple[_Plan, bool]]] = []
         # A callable instance is classified by its __call__ method.
         target: Any = func
         if not inspect.isroutine(func) and not inspect.isclass(func):
@@ -59,6 +71,18 @@ class _Plan:
         else:
             self.kind, self.is_async = "call", inspect.iscoroutinefunction(target)
             self.call = func
+        self.direct = False
+
+    def add(self, param: tuple[str, int, Any]) -> None:
+        """Add the next parameter's resolution."""
+        self.params.append(param)
+        if param[1] == _DEPENDENCY:
+            self.dependencies.append((param[0], param[2]))
+        else:
+            self.simple.append(param)
+        # The common case, awaited in place without a helper coroutine: an async function
+        # called with keyword arguments only.
+        self.direct = self.kind == "call" and self.is_async and not self.positional
 
 
 def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]:
@@ -91,7 +115,14 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
     async def endpoint(request: Request) -> Response:
         run = _Run(request, collector_class)
         try:
-            result = await run.call(plan)
+            # `run.call(plan)`, inlined for the endpoint because it is on every request's path.
+            kwargs = await run.arguments(plan) if plan.dependencies else run.values(plan, {})
+            if kwargs is _INVALID:
+                result = _INVALID
+            elif plan.direct:
+                result = await func(**kwargs)
+            else:
+                result = await run.invoke(plan, kwargs)
             if result is _INVALID:
                 response: Response = JSONResponse({"detail": run.errors}, status_code=422)
                 run.abandon("the request failed validation (422)", logging.INFO)
@@ -165,31 +196,37 @@ class _Run:
 
     async def call(self, plan: _Plan) -> Any:
         """Resolve `plan`'s parameters and call it; return `_INVALID` if a value was invalid."""
+        kwargs = await self.arguments(plan) if plan.dependencies else self.values(plan, {})
+        if kwargs is _INVALID:
+            return _INVALID  # like FastAPI: nothing is called with invalid input
+        if plan.direct:
+            return await plan.call(**kwargs)
+        return await self.invoke(plan, kwargs)
+
+    async def arguments(self, plan: _Plan) -> Any:
+        """Resolve the dependencies first (as FastAPI does), then the other parameters."""
         kwargs: dict[str, Any] = {}
         invalid = False
-        for name, source, payload in plan.params:
+        for name, dependency in plan.dependencies:
+            value = kwargs[name] = await self._dependency(dependency)
+            invalid = invalid or value is _INVALID
+        values = self.values(plan, kwargs)
+        return _INVALID if invalid else values
+
+    def values(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
+        """Add the parameters that need no awaiting to `kwargs`; `_INVALID` if one is invalid."""
+        invalid = False
+        for name, source, payload in plan.simple:
             if source == _VALUE:
-                value = self._value(payload)
+                value = kwargs[name] = self._value(payload)
+                invalid = invalid or value is _INVALID
             elif source == _TASKS:
                 if self.tasks is None:
                     self.tasks = self.collector_class()
-                value = self.tasks
-            elif source == _REQUEST:
-                value = self.request
+                kwargs[name] = self.tasks
             else:
-                value = await self._dependency(payload)
-            if value is _INVALID:
-                invalid = True
-            kwargs[name] = value
-        if invalid:
-            return _INVALID  # like FastAPI: nothing is called with invalid input
-        if plan.positional:
-            args = [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
-        else:
-            args = []
-        if plan.kind == "call" and plan.is_async:
-            return await plan.call(*args, **kwargs)
-        return await self._invoke(plan, args, kwargs)
+                kwargs[name] = self.request
+        return _INVALID if invalid else kwargs
 
     async def _dependency(self, dependency: tuple[_Plan, bool]) -> Any:
         plan, use_cache = dependency
@@ -202,8 +239,12 @@ class _Run:
         value = self.cache[plan.func] = await self.call(plan)
         return value
 
-    async def _invoke(self, plan: _Plan, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def invoke(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
+        """Call `plan` with resolved arguments, where it is not simply awaited."""
+        args = [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
         if plan.kind == "call":
+            if plan.is_async:
+                return await plan.call(*args, **kwargs)
             return await to_thread.run_sync(functools.partial(plan.call, *args, **kwargs))
         if self.stack is None:
             self.stack = AsyncExitStack()
@@ -290,7 +331,7 @@ def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> 
             )
         if parameter.kind is parameter.POSITIONAL_ONLY:
             plan.positional += 1
-        plan.params.append(_analyse_parameter(parameter, where, (*seen, func)))
+        plan.add(_analyse_parameter(parameter, where, (*seen, func)))
     return plan
 
 
