@@ -84,7 +84,7 @@ class TaskShape:
             return False
         for key in kwargs:
             index = self._positional.get(key)
-            if index is not None and index < count:
+            if index is not None and index < count and key not in self._positional_only:
                 return False  # the same argument given by position and by keyword
             if key not in self._keywords and not self._var_keyword:
                 return False  # unknown, or positional-only passed by keyword
@@ -95,6 +95,8 @@ class TaskShape:
 
 
 _cache: dict[object, TaskShape] = {}
+_BOUND_METHOD = "bound method"
+_INSTANCE = "instance of"
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TaskShape:
@@ -114,12 +116,15 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T
 
 def describe(func: Any) -> TaskShape:
     """Return the cached shape of a (non-partial) callable, building it on first use."""
+    # The keys of bound methods and callable instances are tagged: a bound method's signature
+    # lacks the `self` its function has, and an instance is called through `__call__`, not through
+    # its class's `__init__`, so neither may share a cache entry with the plain function or class.
     if isinstance(func, types.MethodType):
-        key: object = func.__func__
+        key: object = (_BOUND_METHOD, func.__func__)
     elif isinstance(func, (types.FunctionType, type)):
         key = func
     elif isinstance(getattr(type(func), "__call__", None), types.FunctionType):  # noqa: B004
-        key = type(func)  # a callable instance: its class decides the shape
+        key = (_INSTANCE, type(func))  # a callable instance: its class decides the shape
     else:
         key = func  # a builtin or another native callable
     try:
@@ -167,8 +172,14 @@ def _binding_message(
     except TypeError as exc:
         reason = str(exc)
     given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    # Names and defaults are what a caller needs; annotations would be quoted strings under
+    # `from __future__ import annotations` and only add noise.
+    expected = shape.signature.replace(
+        parameters=[p.replace(annotation=_P.empty) for p in shape.signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
     return (
-        f"The arguments given to add_task() do not match {shape.name}{shape.signature}: "
+        f"The arguments given to add_task() do not match {shape.name}{expected}: "
         f"{reason}. The task was called as {shape.name}({given}); pass the arguments "
         f"{shape.name.rpartition('.')[2]} expects, as add_task(func, *args, **kwargs)."
     )
@@ -179,6 +190,10 @@ def _is_async(func: Any) -> bool:
     # migration: unwrap partials, then look at the object and its `__call__`.
     while isinstance(func, functools.partial):
         func = func.func
+    if inspect.isclass(func):
+        # Calling a class constructs an instance, even when the class defines `async __call__`
+        # (where Starlette's rule says "async" and would then fail to await the instance).
+        return False
     return inspect.iscoroutinefunction(func) or (
         callable(func) and inspect.iscoroutinefunction(func.__call__)
     )
