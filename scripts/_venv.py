@@ -31,9 +31,9 @@ VENV = ROOT / ".venv"
 MINIMUM_PYTHON = (3, 10)
 
 
-def venv_python(venv_dir: Path = VENV) -> Path:
+def venv_python(venv_dir: Path = VENV, *, windows: bool = os.name == "nt") -> Path:
     """Return the path of the Python executable inside `venv_dir`."""
-    if os.name == "nt":
+    if windows:
         return venv_dir / "Scripts" / "python.exe"
     return venv_dir / "bin" / "python"
 
