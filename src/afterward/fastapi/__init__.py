@@ -31,6 +31,7 @@ collector in tests, override the dependency: `app.dependency_overrides[get_backg
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeAlias
 
@@ -41,6 +42,9 @@ except ImportError as exc:
         f"afterward.fastapi needs FastAPI, which could not be imported ({exc}). Install it with "
         f"pip install 'afterward[fastapi]'."
     ) from exc
+
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from starlette.websockets import WebSocketDisconnect
 
 import afterward
 from afterward._inject import _level_for, _log_not_run
@@ -63,11 +67,22 @@ async def get_background_tasks(
     try:
         yield tasks
     except BaseException as exc:
-        _log_not_run(tasks, f"the request failed with {type(exc).__name__}", _level_for(exc))
+        reason = f"the request failed with {type(exc).__name__}"
+        _log_not_run(tasks, reason, _level_for_failure(exc))
         raise
     # Runs only what has not run yet: nothing, unless the path operation returned a Response with
     # its own `background` (FastAPI then drops `native`) or this is a websocket route.
     await tasks()
+
+
+def _level_for_failure(exc: BaseException) -> int:
+    # A 422 is a deliberate answer, like an HTTPException, and a websocket client leaving is
+    # routine: the tasks not running is the documented behaviour, not an incident.
+    if isinstance(
+        exc, (RequestValidationError, WebSocketRequestValidationError, WebSocketDisconnect)
+    ):
+        return logging.INFO
+    return _level_for(exc)
 
 
 BackgroundTasks: TypeAlias = Annotated[

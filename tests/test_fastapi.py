@@ -1,0 +1,681 @@
+"""`afterward.fastapi`: the drop-in for `from fastapi import BackgroundTasks`, in real FastAPI apps.
+
+No `from __future__ import annotations` here, unlike the rest of the code: FastAPI resolves the
+annotations of path operations and dependencies, and those defined inside the tests name local
+functions that string annotations could not resolve.
+"""
+
+import contextvars
+import importlib
+import logging
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import fastapi
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, HTTPException, WebSocket
+from starlette.background import BackgroundTask as StarletteTask
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Scope
+from starlette.websockets import WebSocketDisconnect
+
+import afterward
+from afterward.fastapi import BackgroundTasks, get_background_tasks
+
+pytestmark = pytest.mark.anyio
+
+
+def client_for(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+def record(events: list[Any], item: Any) -> None:
+    events.append(item)
+
+
+def fail() -> None:
+    raise RuntimeError("task failed")
+
+
+def afterward_messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "afterward"]
+
+
+# -- the seed's examples, with only the import changed -------------------------------------------
+
+
+def seed_notification_app() -> FastAPI:
+    from fastapi import FastAPI
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_notification(email: str, message=""):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="w") as email_file:
+            content = f"notification for {email}: {message}"
+            email_file.write(content)
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(email: str, background_tasks: BackgroundTasks):  # type: ignore[no-untyped-def]
+        background_tasks.add_task(write_notification, email, message="some notification")
+        return {"message": "Notification sent in the background"}
+
+    return app
+
+
+async def test_seed_notification_example_writes_the_notification_after_responding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with client_for(seed_notification_app()) as client:
+        response = await client.post("/send-notification/foo@example.com")
+
+    assert response.status_code == 200
+    assert response.json() == {"message": "Notification sent in the background"}
+    assert (
+        tmp_path / "log.txt"
+    ).read_text() == "notification for foo@example.com: some notification"
+
+
+def seed_dependency_annotated_pipe() -> FastAPI:
+    from typing import Annotated
+
+    from fastapi import Depends, FastAPI
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_log(message: str):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="a") as log:
+            log.write(message)
+
+    def get_query(background_tasks: BackgroundTasks, q: str | None = None):  # type: ignore[no-untyped-def]
+        if q:
+            message = f"found query: {q}\n"
+            background_tasks.add_task(write_log, message)
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(  # type: ignore[no-untyped-def]
+        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+    ):
+        message = f"message to {email}\n"
+        background_tasks.add_task(write_log, message)
+        return {"message": "Message sent"}
+
+    return app
+
+
+def seed_dependency_annotated_union() -> FastAPI:
+    from typing import Annotated, Union
+
+    from fastapi import Depends, FastAPI
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_log(message: str):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="a") as log:
+            log.write(message)
+
+    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
+        if q:
+            message = f"found query: {q}\n"
+            background_tasks.add_task(write_log, message)
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(  # type: ignore[no-untyped-def]
+        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+    ):
+        message = f"message to {email}\n"
+        background_tasks.add_task(write_log, message)
+        return {"message": "Message sent"}
+
+    return app
+
+
+def seed_dependency_typing_extensions_annotated_union() -> FastAPI:
+    from typing import Union
+
+    from fastapi import Depends, FastAPI
+    from typing_extensions import Annotated  # noqa: UP035
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_log(message: str):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="a") as log:
+            log.write(message)
+
+    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
+        if q:
+            message = f"found query: {q}\n"
+            background_tasks.add_task(write_log, message)
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(  # type: ignore[no-untyped-def]
+        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+    ):
+        message = f"message to {email}\n"
+        background_tasks.add_task(write_log, message)
+        return {"message": "Message sent"}
+
+    return app
+
+
+def seed_dependency_default_pipe() -> FastAPI:
+    from fastapi import Depends, FastAPI
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_log(message: str):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="a") as log:
+            log.write(message)
+
+    def get_query(background_tasks: BackgroundTasks, q: str | None = None):  # type: ignore[no-untyped-def]
+        if q:
+            message = f"found query: {q}\n"
+            background_tasks.add_task(write_log, message)
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(  # type: ignore[no-untyped-def]
+        email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
+    ):
+        message = f"message to {email}\n"
+        background_tasks.add_task(write_log, message)
+        return {"message": "Message sent"}
+
+    return app
+
+
+def seed_dependency_default_union() -> FastAPI:
+    from typing import Union
+
+    from fastapi import Depends, FastAPI
+
+    from afterward.fastapi import BackgroundTasks
+
+    app = FastAPI()
+
+    def write_log(message: str):  # type: ignore[no-untyped-def]
+        with open("log.txt", mode="a") as log:
+            log.write(message)
+
+    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
+        if q:
+            message = f"found query: {q}\n"
+            background_tasks.add_task(write_log, message)
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(  # type: ignore[no-untyped-def]
+        email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
+    ):
+        message = f"message to {email}\n"
+        background_tasks.add_task(write_log, message)
+        return {"message": "Message sent"}
+
+    return app
+
+
+SEED_DEPENDENCY_EXAMPLES = pytest.mark.parametrize(
+    "make_app",
+    [
+        seed_dependency_annotated_pipe,
+        seed_dependency_annotated_union,
+        seed_dependency_typing_extensions_annotated_union,
+        seed_dependency_default_pipe,
+        seed_dependency_default_union,
+    ],
+)
+
+
+@SEED_DEPENDENCY_EXAMPLES
+async def test_seed_dependency_example_logs_the_query_then_the_message(
+    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with client_for(make_app()) as client:
+        response = await client.post("/send-notification/foo@example.com", params={"q": "bar"})
+
+    assert response.status_code == 200
+    assert response.json() == {"message": "Message sent"}
+    assert (tmp_path / "log.txt").read_text() == "found query: bar\nmessage to foo@example.com\n"
+
+
+@SEED_DEPENDENCY_EXAMPLES
+async def test_seed_dependency_example_without_a_query_logs_only_the_message(
+    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with client_for(make_app()) as client:
+        response = await client.post("/send-notification/foo@example.com")
+
+    assert response.status_code == 200
+    assert (tmp_path / "log.txt").read_text() == "message to foo@example.com\n"
+
+
+@SEED_DEPENDENCY_EXAMPLES
+def test_seed_dependency_example_openapi_shows_only_the_user_s_parameters(make_app: Any) -> None:
+    operation = make_app().openapi()["paths"]["/send-notification/{email}"]["post"]
+
+    assert [(p["name"], p["in"]) for p in operation["parameters"]] == [
+        ("email", "path"),
+        ("q", "query"),
+    ]
+
+
+# -- one collector per request -------------------------------------------------------------------
+
+
+async def test_one_afterward_collector_per_request_is_shared_by_all_dependencies() -> None:
+    seen: list[Any] = []
+
+    def sub_dependency(background_tasks: BackgroundTasks) -> None:
+        seen.append(background_tasks)
+
+    async def dependency(
+        background_tasks: BackgroundTasks, _: Annotated[None, Depends(sub_dependency)]
+    ) -> None:
+        seen.append(background_tasks)
+
+    app = FastAPI()
+
+    @app.get("/")
+    def path_operation(
+        background_tasks: BackgroundTasks, _: Annotated[None, Depends(dependency)]
+    ) -> None:
+        seen.append(background_tasks)
+
+    async with client_for(app) as client:
+        await client.get("/")
+        await client.get("/")
+
+    first, second = seen[:3], seen[3:]
+    assert all(isinstance(tasks, afterward.BackgroundTasks) for tasks in seen)
+    assert all(tasks is first[0] for tasks in first)
+    assert all(tasks is second[0] for tasks in second)
+    assert first[0] is not second[0]
+
+
+def test_calling_the_alias_builds_a_collector_by_hand() -> None:
+    tasks = BackgroundTasks(stop_on_error=True)
+
+    assert isinstance(tasks, afterward.BackgroundTasks)
+    assert tasks.stop_on_error
+
+
+# -- when the tasks run --------------------------------------------------------------------------
+
+
+async def call(app: ASGIApp, events: list[Any], scope: Scope, incoming: list[Message]) -> None:
+    """Run `app` as a server would, recording the type of every message it sends in `events`."""
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        events.append(message["type"])
+
+    await app(scope, receive, send)
+
+
+def http_scope(path: str) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+    }
+
+
+async def test_tasks_run_after_the_response_has_been_sent() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def path_operation(background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(record, events, "task")
+        return {"message": "sent"}
+
+    await call(app, events, http_scope("/"), [{"type": "http.request", "body": b""}])
+
+    assert events == ["http.response.start", "http.response.body", "task"]
+
+
+async def test_a_failing_task_does_not_break_the_response_and_the_next_task_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def path_operation(background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(fail)
+        background_tasks.add_task(record, events, "next")
+        return {"message": "sent"}
+
+    async with client_for(app) as client:
+        response = await client.post("/")
+
+    assert response.json() == {"message": "sent"}
+    assert events == ["next"]
+    assert f"Background task {__name__}.fail failed" in caplog.text
+
+
+async def test_a_response_with_its_own_background_runs_it_first_then_the_tasks() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def path_operation(background_tasks: BackgroundTasks) -> JSONResponse:
+        background_tasks.add_task(record, events, "injected")
+        return JSONResponse({}, background=StarletteTask(record, events, "own"))
+
+    await call(app, events, http_scope("/"), [{"type": "http.request", "body": b""}])
+
+    assert events == ["http.response.start", "http.response.body", "own", "injected"]
+
+
+async def test_returning_attach_runs_the_tasks_inside_the_response_and_only_once() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    async def get_resource() -> AsyncIterator[str]:
+        yield "resource"
+        events.append("teardown")
+
+    @app.post("/attached")
+    async def attached(
+        background_tasks: BackgroundTasks, _: Annotated[str, Depends(get_resource)]
+    ) -> JSONResponse:
+        background_tasks.add_task(record, events, "injected")
+        response = JSONResponse({}, background=StarletteTask(record, events, "own"))
+        return afterward.attach(response, background_tasks)
+
+    @app.post("/not-attached")
+    async def not_attached(
+        background_tasks: BackgroundTasks, _: Annotated[str, Depends(get_resource)]
+    ) -> JSONResponse:
+        background_tasks.add_task(record, events, "injected")
+        return JSONResponse({}, background=StarletteTask(record, events, "own"))
+
+    async with client_for(app) as client:
+        await client.post("/attached")
+        attached_events = events[:]
+        events.clear()
+        await client.post("/not-attached")
+
+    # Attached, the tasks run inside the response, before any dependency teardown; without
+    # attach they still run, but at this dependency's exit (after later dependencies' teardown).
+    assert attached_events == ["own", "injected", "teardown"]
+    assert events == ["own", "teardown", "injected"]
+
+
+async def test_a_task_can_use_a_resource_of_a_yield_dependency() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    async def get_session(background_tasks: BackgroundTasks) -> AsyncIterator[dict[str, bool]]:
+        session = {"open": True}
+        yield session
+        session["open"] = False
+
+    def use(session: dict[str, bool]) -> None:
+        events.append(session["open"])
+
+    @app.post("/")
+    async def path_operation(
+        background_tasks: BackgroundTasks,
+        session: Annotated[dict[str, bool], Depends(get_session)],
+    ) -> None:
+        background_tasks.add_task(use, session)
+
+    async with client_for(app) as client:
+        await client.post("/")
+
+    assert events == [True]
+
+
+async def test_tasks_added_to_fastapi_s_own_collector_in_the_same_request_run_too() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    def dependency(native: fastapi.BackgroundTasks) -> None:
+        native.add_task(record, events, "native")
+
+    @app.post("/")
+    async def path_operation(
+        background_tasks: BackgroundTasks, _: Annotated[None, Depends(dependency)]
+    ) -> None:
+        background_tasks.add_task(record, events, "afterward")
+
+    async with client_for(app) as client:
+        await client.post("/")
+
+    assert sorted(events) == ["afterward", "native"]
+
+
+async def test_a_contextvar_set_in_a_sync_dependency_is_visible_in_the_task() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    events: list[Any] = []
+
+    def read_request_id() -> None:
+        events.append(request_id.get("unset"))
+
+    def identify(background_tasks: BackgroundTasks) -> None:
+        request_id.set("req-42")
+        background_tasks.add_task(read_request_id)
+
+    app = FastAPI()
+
+    @app.post("/", dependencies=[Depends(identify)])
+    def path_operation() -> None:
+        pass
+
+    async with client_for(app) as client:
+        await client.post("/")
+
+    assert events == ["req-42"]
+
+
+# -- when they do not run ------------------------------------------------------------------------
+
+
+async def test_an_http_exception_runs_no_task_and_logs_them_by_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="afterward")
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def path_operation(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(record, events, "task")
+        raise HTTPException(status_code=404, detail="Item not found")
+
+    async with client_for(app) as client:
+        response = await client.post("/")
+
+    assert response.status_code == 404
+    assert events == []
+    assert afterward_messages(caplog) == [
+        (
+            logging.INFO,
+            "Not running 1 background task(s) because the request failed with HTTPException: "
+            f"{__name__}.record.",
+        )
+    ]
+
+
+async def test_an_exception_runs_no_task_and_logs_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    def dependency(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(record, events, "from the dependency")
+
+    @app.post("/", dependencies=[Depends(dependency)])
+    async def path_operation(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(record, events, "from the path operation")
+        raise RuntimeError("boom")
+
+    async with client_for(app, raise_app_exceptions=False) as client:
+        response = await client.post("/")
+
+    assert response.status_code == 500
+    assert events == []
+    assert afterward_messages(caplog) == [
+        (
+            logging.WARNING,
+            "Not running 2 background task(s) because the request failed with RuntimeError: "
+            f"{__name__}.record, {__name__}.record.",
+        )
+    ]
+
+
+async def test_a_validation_error_runs_no_task_and_logs_them_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="afterward")
+    events: list[Any] = []
+    app = FastAPI()
+
+    def dependency(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(record, events, "task")
+
+    @app.post("/", dependencies=[Depends(dependency)])
+    async def path_operation(count: int) -> None:
+        raise AssertionError("not called")
+
+    async with client_for(app) as client:
+        response = await client.post("/", params={"count": "many"})
+
+    assert response.status_code == 422
+    assert events == []
+    [(level, message)] = afterward_messages(caplog)
+    assert level == logging.INFO
+    assert "because the request failed with RequestValidationError" in message
+
+
+# -- websocket routes ----------------------------------------------------------------------------
+
+
+def websocket_scope(path: str) -> Scope:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "subprotocols": [],
+    }
+
+
+async def test_a_websocket_route_runs_the_tasks_when_the_handler_returns() -> None:
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocket, background_tasks: BackgroundTasks) -> None:
+        await websocket.accept()
+        background_tasks.add_task(record, events, "task")
+        await websocket.close()
+
+    await call(app, events, websocket_scope("/ws"), [{"type": "websocket.connect"}])
+
+    assert events == ["websocket.accept", "websocket.close", "task"]
+
+
+async def test_a_websocket_route_whose_handler_raises_runs_no_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="afterward")
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocket, background_tasks: BackgroundTasks) -> None:
+        await websocket.accept()
+        background_tasks.add_task(record, events, "task")
+        await websocket.receive_text()  # the client has gone: WebSocketDisconnect
+
+    incoming: list[Message] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1001},
+    ]
+    with pytest.raises(WebSocketDisconnect):
+        await call(app, events, websocket_scope("/ws"), incoming)
+
+    assert events == ["websocket.accept"]
+    assert afterward_messages(caplog) == [
+        (
+            logging.INFO,
+            "Not running 1 background task(s) because the request failed with "
+            f"WebSocketDisconnect: {__name__}.record.",
+        )
+    ]
+
+
+# -- overriding and importing --------------------------------------------------------------------
+
+
+async def test_dependency_overrides_can_replace_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    recorded = afterward.BackgroundTasks()
+    app = seed_dependency_annotated_pipe()
+    app.dependency_overrides[get_background_tasks] = lambda: recorded
+
+    async with client_for(app) as client:
+        response = await client.post("/send-notification/foo@example.com", params={"q": "bar"})
+
+    assert response.status_code == 200
+    assert [task.args for task in recorded.tasks] == [
+        ("found query: bar\n",),
+        ("message to foo@example.com\n",),
+    ]
+    assert not (tmp_path / "log.txt").exists()  # recorded, not run
+
+
+def test_importing_afterward_does_not_import_fastapi() -> None:
+    code = "import afterward, sys; assert 'fastapi' not in sys.modules, 'fastapi was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_the_drop_in_without_fastapi_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.delitem(sys.modules, "afterward.fastapi")
+
+    with pytest.raises(ImportError, match=r"pip install 'afterward\[fastapi\]'"):
+        importlib.import_module("afterward.fastapi")
