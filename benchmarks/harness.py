@@ -1,0 +1,282 @@
+"""Drive ASGI apps in-process and measure requests per second, checking every task ran.
+
+No network and no server: each request is a fresh ASGI scope and a pair of `receive`/`send`
+callables, and the app is called as a server would, `await app(scope, receive, send)`, in a loop
+of a fixed number of requests (a *round*). Rounds of the variants of a scenario are interleaved
+(A, B, C, A, B, C, ... with the starting variant rotating), so drift in the machine's speed touches
+every variant alike; each variant's figure is the median of its rounds.
+
+Nothing is taken on trust. After every request the harness checks the status and the exact body,
+that the tasks had not run yet when the final body message was sent (they run after the response),
+and that all of them had run when the ASGI call returned (they run inline, inside the call, in all
+the variants compared). After every round it checks that the tasks recorded exactly the expected
+messages, in order, once per request. Any deviation raises `BenchmarkError`.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Scope
+
+__all__ = [
+    "BenchmarkError",
+    "HttpRequest",
+    "Scenario",
+    "ScenarioResult",
+    "Target",
+    "TargetOutcome",
+    "evaluate",
+    "make_scope",
+    "measure_round",
+    "run_benchmark",
+    "run_scenario",
+]
+
+
+class BenchmarkError(Exception):
+    """An app did not answer as expected, or its tasks did not all run: the numbers are void."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The request every variant of a scenario receives."""
+
+    method: str
+    path: str
+    query_string: bytes = b""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target: `variant` must reach `minimum` times the req/s of `baseline`."""
+
+    variant: str
+    baseline: str
+    minimum: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One piece of work written several ways (`apps`: variant name -> ASGI app).
+
+    Attributes:
+        name: What the scenario does, e.g. "1 async task".
+        apps: The variants, in display order.
+        request: The request sent to every variant.
+        expected_body: The exact response body every variant must send (status 200).
+        messages: What the tasks of one request append to `executed`, in order.
+        executed: The list every task of this scenario appends to.
+        requests: Requests per round.
+        targets: The targets checked on this scenario's results.
+    """
+
+    name: str
+    apps: Mapping[str, ASGIApp]
+    request: HttpRequest
+    expected_body: bytes
+    messages: tuple[str, ...]
+    executed: list[str]
+    requests: int
+    targets: tuple[Target, ...] = ()
+
+
+@dataclass
+class ScenarioResult:
+    """The requests/s of every round of every variant of one scenario."""
+
+    scenario: Scenario
+    requests: int
+    """Requests per round."""
+    rates: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, variant: str) -> float:
+        """Return the median requests/s of `variant` over its rounds."""
+        return statistics.median(self.rates[variant])
+
+    def ratio(self, variant: str, baseline: str) -> float:
+        """Return the median requests/s of `variant` divided by that of `baseline`."""
+        return self.median(variant) / self.median(baseline)
+
+    def spread(self, variant: str) -> float:
+        """Return (max - min) / median of `variant`'s rounds: how noisy its figure is."""
+        rates = self.rates[variant]
+        return (max(rates) - min(rates)) / self.median(variant)
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    """A target and the ratio measured for it."""
+
+    scenario: str
+    target: Target
+    ratio: float
+
+    @property
+    def met(self) -> bool:
+        """Whether the measured ratio reaches the target."""
+        return self.ratio >= self.target.minimum
+
+
+def make_scope(request: HttpRequest) -> Scope:
+    """Return the scope a server such as uvicorn would build for `request` (without `state`)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.path.encode(),
+        "root_path": "",
+        "query_string": request.query_string,
+        "headers": [
+            (b"host", b"testserver"),
+            (b"user-agent", b"afterward-benchmark"),
+            (b"content-length", b"0"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+_REQUEST_MESSAGE: Message = {"type": "http.request", "body": b"", "more_body": False}
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class _Exchange:
+    """The server's side of one request: feeds the (empty) body, records the response."""
+
+    __slots__ = ("body", "executed", "received", "status", "tasks_done_at_body_end")
+
+    def __init__(self, executed: list[str]) -> None:
+        self.executed = executed
+        self.received = False
+        self.status = 0
+        self.body = b""
+        self.tasks_done_at_body_end = -1
+
+    async def receive(self) -> Message:
+        if self.received:
+            return _DISCONNECT  # the client has nothing more to say
+        self.received = True
+        return _REQUEST_MESSAGE
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif kind == "http.response.body":
+            self.body += message.get("body", b"")
+            if not message.get("more_body", False):
+                self.tasks_done_at_body_end = len(self.executed)
+
+
+async def measure_round(scenario: Scenario, variant: str, requests: int) -> float:
+    """Send `requests` requests to one variant; return requests/s after checking every task ran."""
+    app = scenario.apps[variant]
+    template = make_scope(scenario.request)
+    executed = scenario.executed
+    expected_body = scenario.expected_body
+    per_request = len(scenario.messages)
+    executed.clear()
+    gc.collect()  # garbage left by the previous round is not this variant's to collect
+    done = 0
+    start = perf_counter()
+    for _ in range(requests):
+        exchange = _Exchange(executed)
+        # A fresh scope per request: frameworks store their routing results in it.
+        await app({**template, "state": {}}, exchange.receive, exchange.send)
+        if (
+            exchange.status != 200
+            or exchange.body != expected_body
+            or exchange.tasks_done_at_body_end != done
+            or len(executed) != done + per_request
+        ):
+            raise BenchmarkError(_describe_failure(scenario, variant, exchange, done))
+        done += per_request
+    elapsed = perf_counter() - start
+    if executed != list(scenario.messages) * requests:
+        raise BenchmarkError(
+            f"{scenario.name} / {variant}: the tasks of {requests} requests recorded "
+            f"{len(executed)} messages, not {requests} x {list(scenario.messages)} in order."
+        )
+    return requests / elapsed
+
+
+def _describe_failure(scenario: Scenario, variant: str, exchange: _Exchange, done: int) -> str:
+    where = f"{scenario.name} / {variant}, request {done // max(len(scenario.messages), 1) + 1}"
+    if exchange.status != 200 or exchange.body != scenario.expected_body:
+        return (
+            f"{where}: answered {exchange.status} {exchange.body!r}, expected 200 "
+            f"{scenario.expected_body!r}."
+        )
+    if exchange.tasks_done_at_body_end != done:
+        ran = exchange.tasks_done_at_body_end - done
+        return f"{where}: {ran} task(s) ran before the response body was sent."
+    ran = len(scenario.executed) - done
+    return (
+        f"{where}: {ran} of {len(scenario.messages)} task(s) had run when the ASGI call "
+        f"returned; every task must have run by then."
+    )
+
+
+async def run_scenario(
+    scenario: Scenario, *, rounds: int, scale: float = 1.0, warmup: bool = True
+) -> ScenarioResult:
+    """Measure every variant of `scenario` over `rounds` interleaved rounds.
+
+    Args:
+        scenario: What to measure.
+        rounds: Timed rounds per variant.
+        scale: Multiplies `scenario.requests` (e.g. 0.25 for a quick run).
+        warmup: Run one untimed (but checked) round of each variant first, so caches, imports
+            and worker threads are in place before timing starts.
+
+    Raises:
+        BenchmarkError: a response or a task count was wrong.
+    """
+    requests = max(1, round(scenario.requests * scale))
+    variants = list(scenario.apps)
+    result = ScenarioResult(scenario, requests, {variant: [] for variant in variants})
+    if warmup:
+        for variant in variants:
+            await measure_round(scenario, variant, max(1, requests // 4))
+    for index in range(rounds):
+        # Rotating who goes first keeps any "runs after variant X" effect off a single variant.
+        shift = index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            result.rates[variant].append(await measure_round(scenario, variant, requests))
+    scenario.executed.clear()
+    return result
+
+
+def run_benchmark(
+    scenarios: Sequence[Scenario],
+    *,
+    rounds: int,
+    scale: float = 1.0,
+    backend: str = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+) -> list[ScenarioResult]:
+    """Run `run_scenario` for each scenario in one event loop of `backend`; return the results."""
+
+    async def main() -> list[ScenarioResult]:
+        return [await run_scenario(s, rounds=rounds, scale=scale) for s in scenarios]
+
+    return anyio.run(main, backend=backend, backend_options=backend_options)
+
+
+def evaluate(results: Sequence[ScenarioResult]) -> list[TargetOutcome]:
+    """Return every target of the measured scenarios with its measured ratio."""
+    return [
+        TargetOutcome(r.scenario.name, t, r.ratio(t.variant, t.baseline))
+        for r in results
+        for t in r.scenario.targets
+    ]
