@@ -10,6 +10,7 @@ import importlib
 import logging
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,33 +48,216 @@ def afterward_messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]
 
 
 # -- the seed's examples, with only the import changed -------------------------------------------
+# The code blocks of the FastAPI "Background Tasks" chapter, exactly as it prints them. `port`
+# changes the one import line; everything else runs as written.
+
+SEED_NOTIFICATION = """
+from fastapi import BackgroundTasks, FastAPI
+
+app = FastAPI()
 
 
-def seed_notification_app() -> FastAPI:
-    from fastapi import FastAPI
+def write_notification(email: str, message=""):
+    with open("log.txt", mode="w") as email_file:
+        content = f"notification for {email}: {message}"
+        email_file.write(content)
 
-    from afterward.fastapi import BackgroundTasks
 
-    app = FastAPI()
+@app.post("/send-notification/{email}")
+async def send_notification(email: str, background_tasks: BackgroundTasks):
+    background_tasks.add_task(write_notification, email, message="some notification")
+    return {"message": "Notification sent in the background"}
+"""
 
-    def write_notification(email: str, message=""):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="w") as email_file:
-            content = f"notification for {email}: {message}"
-            email_file.write(content)
+SEED_ANNOTATED_PIPE = """
+from typing import Annotated
 
-    @app.post("/send-notification/{email}")
-    async def send_notification(email: str, background_tasks: BackgroundTasks):  # type: ignore[no-untyped-def]
-        background_tasks.add_task(write_notification, email, message="some notification")
-        return {"message": "Notification sent in the background"}
+from fastapi import BackgroundTasks, Depends, FastAPI
 
+app = FastAPI()
+
+
+def write_log(message: str):
+    with open("log.txt", mode="a") as log:
+        log.write(message)
+
+
+def get_query(background_tasks: BackgroundTasks, q: str | None = None):
+    if q:
+        message = f"found query: {q}\\n"
+        background_tasks.add_task(write_log, message)
+    return q
+
+
+@app.post("/send-notification/{email}")
+async def send_notification(
+    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+):
+    message = f"message to {email}\\n"
+    background_tasks.add_task(write_log, message)
+    return {"message": "Message sent"}
+"""
+
+SEED_ANNOTATED_UNION = """
+from typing import Annotated, Union
+
+from fastapi import BackgroundTasks, Depends, FastAPI
+
+app = FastAPI()
+
+
+def write_log(message: str):
+    with open("log.txt", mode="a") as log:
+        log.write(message)
+
+
+def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
+    if q:
+        message = f"found query: {q}\\n"
+        background_tasks.add_task(write_log, message)
+    return q
+
+
+@app.post("/send-notification/{email}")
+async def send_notification(
+    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+):
+    message = f"message to {email}\\n"
+    background_tasks.add_task(write_log, message)
+    return {"message": "Message sent"}
+"""
+
+SEED_TYPING_EXTENSIONS_ANNOTATED = """
+from typing import Union
+
+from fastapi import BackgroundTasks, Depends, FastAPI
+from typing_extensions import Annotated
+
+app = FastAPI()
+
+
+def write_log(message: str):
+    with open("log.txt", mode="a") as log:
+        log.write(message)
+
+
+def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
+    if q:
+        message = f"found query: {q}\\n"
+        background_tasks.add_task(write_log, message)
+    return q
+
+
+@app.post("/send-notification/{email}")
+async def send_notification(
+    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
+):
+    message = f"message to {email}\\n"
+    background_tasks.add_task(write_log, message)
+    return {"message": "Message sent"}
+"""
+
+SEED_DEFAULT_PIPE = """
+from fastapi import BackgroundTasks, Depends, FastAPI
+
+app = FastAPI()
+
+
+def write_log(message: str):
+    with open("log.txt", mode="a") as log:
+        log.write(message)
+
+
+def get_query(background_tasks: BackgroundTasks, q: str | None = None):
+    if q:
+        message = f"found query: {q}\\n"
+        background_tasks.add_task(write_log, message)
+    return q
+
+
+@app.post("/send-notification/{email}")
+async def send_notification(
+    email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
+):
+    message = f"message to {email}\\n"
+    background_tasks.add_task(write_log, message)
+    return {"message": "Message sent"}
+"""
+
+SEED_DEFAULT_UNION = """
+from typing import Union
+
+from fastapi import BackgroundTasks, Depends, FastAPI
+
+app = FastAPI()
+
+
+def write_log(message: str):
+    with open("log.txt", mode="a") as log:
+        log.write(message)
+
+
+def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
+    if q:
+        message = f"found query: {q}\\n"
+        background_tasks.add_task(write_log, message)
+    return q
+
+
+@app.post("/send-notification/{email}")
+async def send_notification(
+    email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
+):
+    message = f"message to {email}\\n"
+    background_tasks.add_task(write_log, message)
+    return {"message": "Message sent"}
+"""
+
+SEED_DEPENDENCY_VARIANTS = {
+    "annotated-pipe": SEED_ANNOTATED_PIPE,
+    "annotated-union": SEED_ANNOTATED_UNION,
+    "typing-extensions-annotated-union": SEED_TYPING_EXTENSIONS_ANNOTATED,
+    "default-pipe": SEED_DEFAULT_PIPE,
+    "default-union": SEED_DEFAULT_UNION,
+}
+
+
+def port(source: str) -> str:
+    """Return `source` importing `BackgroundTasks` from afterward: the one change a user makes."""
+    lines = source.splitlines()
+    [index] = [i for i, line in enumerate(lines) if line.startswith("from fastapi import ")]
+    names = lines[index].removeprefix("from fastapi import ").split(", ")
+    names.remove("BackgroundTasks")
+    lines[index] = "from fastapi import " + ", ".join(names)
+    lines.insert(index + 1, "from afterward.fastapi import BackgroundTasks")
+    return "\n".join(lines)
+
+
+def load(source: str, name: str = "seed_example") -> FastAPI:
+    """Execute `source` as a module of its own, as `uvicorn module:app` would, and return `app`."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec", dont_inherit=True), module.__dict__)
+    app = module.__dict__["app"]
+    assert isinstance(app, FastAPI)
     return app
+
+
+def test_the_port_changes_only_the_import_of_background_tasks() -> None:
+    removed = set(SEED_ANNOTATED_PIPE.splitlines()) - set(port(SEED_ANNOTATED_PIPE).splitlines())
+    added = set(port(SEED_ANNOTATED_PIPE).splitlines()) - set(SEED_ANNOTATED_PIPE.splitlines())
+
+    assert removed == {"from fastapi import BackgroundTasks, Depends, FastAPI"}
+    assert added == {
+        "from fastapi import Depends, FastAPI",
+        "from afterward.fastapi import BackgroundTasks",
+    }
 
 
 async def test_seed_notification_example_writes_the_notification_after_responding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    async with client_for(seed_notification_app()) as client:
+    async with client_for(load(port(SEED_NOTIFICATION))) as client:
         response = await client.post("/send-notification/foo@example.com")
 
     assert response.status_code == 200
@@ -83,173 +267,15 @@ async def test_seed_notification_example_writes_the_notification_after_respondin
     ).read_text() == "notification for foo@example.com: some notification"
 
 
-def seed_dependency_annotated_pipe() -> FastAPI:
-    from typing import Annotated
-
-    from fastapi import Depends, FastAPI
-
-    from afterward.fastapi import BackgroundTasks
-
-    app = FastAPI()
-
-    def write_log(message: str):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="a") as log:
-            log.write(message)
-
-    def get_query(background_tasks: BackgroundTasks, q: str | None = None):  # type: ignore[no-untyped-def]
-        if q:
-            message = f"found query: {q}\n"
-            background_tasks.add_task(write_log, message)
-        return q
-
-    @app.post("/send-notification/{email}")
-    async def send_notification(  # type: ignore[no-untyped-def]
-        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-    ):
-        message = f"message to {email}\n"
-        background_tasks.add_task(write_log, message)
-        return {"message": "Message sent"}
-
-    return app
-
-
-def seed_dependency_annotated_union() -> FastAPI:
-    from typing import Annotated, Union
-
-    from fastapi import Depends, FastAPI
-
-    from afterward.fastapi import BackgroundTasks
-
-    app = FastAPI()
-
-    def write_log(message: str):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="a") as log:
-            log.write(message)
-
-    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
-        if q:
-            message = f"found query: {q}\n"
-            background_tasks.add_task(write_log, message)
-        return q
-
-    @app.post("/send-notification/{email}")
-    async def send_notification(  # type: ignore[no-untyped-def]
-        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-    ):
-        message = f"message to {email}\n"
-        background_tasks.add_task(write_log, message)
-        return {"message": "Message sent"}
-
-    return app
-
-
-def seed_dependency_typing_extensions_annotated_union() -> FastAPI:
-    from typing import Union
-
-    from fastapi import Depends, FastAPI
-    from typing_extensions import Annotated  # noqa: UP035
-
-    from afterward.fastapi import BackgroundTasks
-
-    app = FastAPI()
-
-    def write_log(message: str):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="a") as log:
-            log.write(message)
-
-    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
-        if q:
-            message = f"found query: {q}\n"
-            background_tasks.add_task(write_log, message)
-        return q
-
-    @app.post("/send-notification/{email}")
-    async def send_notification(  # type: ignore[no-untyped-def]
-        email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-    ):
-        message = f"message to {email}\n"
-        background_tasks.add_task(write_log, message)
-        return {"message": "Message sent"}
-
-    return app
-
-
-def seed_dependency_default_pipe() -> FastAPI:
-    from fastapi import Depends, FastAPI
-
-    from afterward.fastapi import BackgroundTasks
-
-    app = FastAPI()
-
-    def write_log(message: str):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="a") as log:
-            log.write(message)
-
-    def get_query(background_tasks: BackgroundTasks, q: str | None = None):  # type: ignore[no-untyped-def]
-        if q:
-            message = f"found query: {q}\n"
-            background_tasks.add_task(write_log, message)
-        return q
-
-    @app.post("/send-notification/{email}")
-    async def send_notification(  # type: ignore[no-untyped-def]
-        email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
-    ):
-        message = f"message to {email}\n"
-        background_tasks.add_task(write_log, message)
-        return {"message": "Message sent"}
-
-    return app
-
-
-def seed_dependency_default_union() -> FastAPI:
-    from typing import Union
-
-    from fastapi import Depends, FastAPI
-
-    from afterward.fastapi import BackgroundTasks
-
-    app = FastAPI()
-
-    def write_log(message: str):  # type: ignore[no-untyped-def]
-        with open("log.txt", mode="a") as log:
-            log.write(message)
-
-    def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):  # type: ignore[no-untyped-def]  # noqa: UP007
-        if q:
-            message = f"found query: {q}\n"
-            background_tasks.add_task(write_log, message)
-        return q
-
-    @app.post("/send-notification/{email}")
-    async def send_notification(  # type: ignore[no-untyped-def]
-        email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
-    ):
-        message = f"message to {email}\n"
-        background_tasks.add_task(write_log, message)
-        return {"message": "Message sent"}
-
-    return app
-
-
-SEED_DEPENDENCY_EXAMPLES = pytest.mark.parametrize(
-    "make_app",
-    [
-        seed_dependency_annotated_pipe,
-        seed_dependency_annotated_union,
-        seed_dependency_typing_extensions_annotated_union,
-        seed_dependency_default_pipe,
-        seed_dependency_default_union,
-    ],
-)
+SEED_DEPENDENCY_EXAMPLES = pytest.mark.parametrize("variant", SEED_DEPENDENCY_VARIANTS)
 
 
 @SEED_DEPENDENCY_EXAMPLES
 async def test_seed_dependency_example_logs_the_query_then_the_message(
-    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    async with client_for(make_app()) as client:
+    async with client_for(load(port(SEED_DEPENDENCY_VARIANTS[variant]))) as client:
         response = await client.post("/send-notification/foo@example.com", params={"q": "bar"})
 
     assert response.status_code == 200
@@ -259,10 +285,10 @@ async def test_seed_dependency_example_logs_the_query_then_the_message(
 
 @SEED_DEPENDENCY_EXAMPLES
 async def test_seed_dependency_example_without_a_query_logs_only_the_message(
-    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    async with client_for(make_app()) as client:
+    async with client_for(load(port(SEED_DEPENDENCY_VARIANTS[variant]))) as client:
         response = await client.post("/send-notification/foo@example.com")
 
     assert response.status_code == 200
@@ -270,13 +296,26 @@ async def test_seed_dependency_example_without_a_query_logs_only_the_message(
 
 
 @SEED_DEPENDENCY_EXAMPLES
-def test_seed_dependency_example_openapi_shows_only_the_user_s_parameters(make_app: Any) -> None:
-    operation = make_app().openapi()["paths"]["/send-notification/{email}"]["post"]
+def test_seed_dependency_example_openapi_shows_only_the_user_s_parameters(variant: str) -> None:
+    app = load(port(SEED_DEPENDENCY_VARIANTS[variant]))
+    operation = app.openapi()["paths"]["/send-notification/{email}"]["post"]
 
     assert [(p["name"], p["in"]) for p in operation["parameters"]] == [
         ("email", "path"),
         ("q", "query"),
     ]
+
+
+@SEED_DEPENDENCY_EXAMPLES
+async def test_seed_dependency_example_unported_gives_the_same_log_on_fastapi_itself(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control: FastAPI's own BackgroundTasks, same code, same log as the ported example."""
+    monkeypatch.chdir(tmp_path)
+    async with client_for(load(SEED_DEPENDENCY_VARIANTS[variant])) as client:
+        await client.post("/send-notification/foo@example.com", params={"q": "bar"})
+
+    assert (tmp_path / "log.txt").read_text() == "found query: bar\nmessage to foo@example.com\n"
 
 
 # -- one collector per request -------------------------------------------------------------------
@@ -652,7 +691,7 @@ async def test_dependency_overrides_can_replace_the_collector(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     recorded = afterward.BackgroundTasks()
-    app = seed_dependency_annotated_pipe()
+    app = load(port(SEED_ANNOTATED_PIPE))
     app.dependency_overrides[get_background_tasks] = lambda: recorded
 
     async with client_for(app) as client:
