@@ -54,6 +54,8 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                 running, outcome = stopped
                 if isinstance(outcome, Exception):
                     error: Exception | None = outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome  # with `running` set, so the log names the interrupted task
                 else:
                     # A sync function returned an awaitable (a sync wrapper around an async
                     # function): await it on the loop instead of dropping it un-awaited.
@@ -77,7 +79,12 @@ def _is_sync(entry: object) -> bool:
 def _run_sync_batch(
     collector: BackgroundTasks, tasks: list[Any], end: int
 ) -> tuple[BackgroundTask, Any] | None:
-    """Run `tasks[collector._next:end]` in this worker thread; stop at a failure or an awaitable."""
+    """Run `tasks[collector._next:end]` in this worker thread; stop at a failure or an awaitable.
+
+    Returns:
+        None when every task returned, else the task that stopped the batch with its exception or
+        the awaitable it returned.
+    """
     first = True
     while collector._next < end:
         if not first:
@@ -88,7 +95,9 @@ def _run_sync_batch(
         collector._next += 1
         try:
             result = task.context.run(task.func, *task.args, **task.kwargs)
-        except Exception as exc:
+        except BaseException as exc:
+            # Handed back instead of raised: the loop side knows which task failed or was
+            # interrupted (SystemExit, KeyboardInterrupt) and can name it.
             return task, exc
         if result is not None and inspect.isawaitable(result):
             return task, result
