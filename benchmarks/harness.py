@@ -178,15 +178,29 @@ class _Exchange:
                 self.tasks_done_at_body_end = len(self.executed)
 
 
-async def measure_round(scenario: Scenario, variant: str, requests: int) -> float:
-    """Send `requests` requests to one variant; return requests/s after checking every task ran."""
+async def measure_round(
+    scenario: Scenario, variant: str, requests: int, *, collect_garbage: bool = True
+) -> float:
+    """Send `requests` requests to one variant; return requests/s after checking every task ran.
+
+    Args:
+        scenario: The scenario.
+        variant: Which of its apps to call.
+        requests: How many requests to send.
+        collect_garbage: Run a full garbage collection first, so that the previous round's
+            garbage is not collected (and paid for) during this one.
+
+    Raises:
+        BenchmarkError: a response or a task count was wrong.
+    """
     app = scenario.apps[variant]
     template = make_scope(scenario.request)
     executed = scenario.executed
     expected_body = scenario.expected_body
     per_request = len(scenario.messages)
     executed.clear()
-    gc.collect()  # garbage left by the previous round is not this variant's to collect
+    if collect_garbage:
+        gc.collect()
     done = 0
     start = perf_counter()
     for _ in range(requests):
@@ -228,7 +242,12 @@ def _describe_failure(scenario: Scenario, variant: str, exchange: _Exchange, don
 
 
 async def run_scenario(
-    scenario: Scenario, *, rounds: int, scale: float = 1.0, warmup: bool = True
+    scenario: Scenario,
+    *,
+    rounds: int,
+    scale: float = 1.0,
+    warmup: bool = True,
+    collect_garbage: bool = True,
 ) -> ScenarioResult:
     """Measure every variant of `scenario` over `rounds` interleaved rounds.
 
@@ -238,6 +257,7 @@ async def run_scenario(
         scale: Multiplies `scenario.requests` (e.g. 0.25 for a quick run).
         warmup: Run one untimed (but checked) round of each variant first, so caches, imports
             and worker threads are in place before timing starts.
+        collect_garbage: Collect garbage before each round (see `measure_round`).
 
     Raises:
         BenchmarkError: a response or a task count was wrong.
@@ -247,12 +267,15 @@ async def run_scenario(
     result = ScenarioResult(scenario, requests, {variant: [] for variant in variants})
     if warmup:
         for variant in variants:
-            await measure_round(scenario, variant, max(1, requests // 4))
+            await measure_round(
+                scenario, variant, max(1, requests // 4), collect_garbage=collect_garbage
+            )
     for index in range(rounds):
         # Rotating who goes first keeps any "runs after variant X" effect off a single variant.
         shift = index % len(variants)
         for variant in variants[shift:] + variants[:shift]:
-            result.rates[variant].append(await measure_round(scenario, variant, requests))
+            rate = await measure_round(scenario, variant, requests, collect_garbage=collect_garbage)
+            result.rates[variant].append(rate)
     scenario.executed.clear()
     return result
 
