@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._inject import _level_for, _log_not_run
-from ._tasks import BackgroundTask, BackgroundTasks, _entry_name
+from ._tasks import BackgroundTasks, _entry_name
 
 __all__ = ["attach"]
 
@@ -43,7 +43,8 @@ def attach(response: Response | ASGIApp, tasks: _StarletteTask) -> Response | AS
 
     A Starlette `Response` is changed in place and returned: if it has no `background`, `tasks`
     becomes it; if it already has one, both run, its own first. Attaching the same tasks twice
-    runs them once.
+    runs them once. Since the response itself changes, attach only to a response made for this
+    request, not to one shared between requests.
 
     Anything else is taken as an ASGI app or response (`async (scope, receive, send)`) and wrapped:
     the returned app calls it, then runs `tasks` if it returned normally after sending its final
@@ -114,7 +115,7 @@ def _as_collector(tasks: object) -> BackgroundTasks:
         wrapper.tasks = tasks.tasks
         wrapper.name = _entry_name(tasks)
         return wrapper
-    if isinstance(tasks, (BackgroundTask, _StarletteTask)):
+    if isinstance(tasks, _StarletteTask):  # afterward's BackgroundTask too: it subclasses it
         return _AttachedTasks([tasks], sources=(tasks,))
     raise TypeError(
         f"attach() needs the tasks as an afterward.BackgroundTasks collector or a BackgroundTask "

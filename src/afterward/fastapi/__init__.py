@@ -15,8 +15,8 @@ FastAPI (>= 0.118) runs after the response and its background:
 
 - the path operation returned a `Response` with its own `background` (FastAPI then drops the
   injected tasks): that background runs first, then ours, at this dependency's exit. They run
-  after the teardown of `yield` dependencies set up after this one, and FastAPI shields dependency
-  teardown from cancellation; to run them inside the response instead, return
+  after the teardown of `yield` dependencies set up after this one, and recent FastAPI versions
+  shield dependency teardown from cancellation; to run them inside the response instead, return
   `afterward.attach(response, background_tasks)`;
 - the path operation or a dependency raised (including `HTTPException` and validation errors):
   the tasks do not run, as in FastAPI, and are logged by name on the `afterward` logger;
