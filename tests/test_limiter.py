@@ -1,0 +1,75 @@
+"""afterward's own thread limiter (`afterward.current_default_thread_limiter`)."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import afterward
+from afterward import BackgroundTasks
+
+
+def test_default_thread_limit_is_forty() -> None:
+    assert afterward.DEFAULT_THREAD_LIMIT == 40
+
+
+@pytest.mark.anyio
+async def test_default_limiter_has_the_default_number_of_threads() -> None:
+    limiter = afterward.current_default_thread_limiter()
+    assert isinstance(limiter, anyio.CapacityLimiter)
+    assert limiter.total_tokens == afterward.DEFAULT_THREAD_LIMIT
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_default_limiter_is_not_anyios_default_limiter() -> None:
+    """Slow sync tasks must not take the threads that sync endpoints and dependencies use."""
+    assert afterward.current_default_thread_limiter() is not (
+        anyio.to_thread.current_default_thread_limiter()
+    )
+
+
+@pytest.mark.anyio
+async def test_default_limiter_is_the_same_everywhere_in_one_event_loop() -> None:
+    seen: list[anyio.CapacityLimiter] = []
+
+    async def get() -> None:
+        seen.append(afterward.current_default_thread_limiter())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get)
+        tg.start_soon(get)
+    await get()
+    first = seen[0]
+    assert all(limiter is first for limiter in seen)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_each_event_loop_gets_its_own_default_limiter(backend: str) -> None:
+    async def get() -> anyio.CapacityLimiter:
+        return afterward.current_default_thread_limiter()
+
+    first = anyio.run(get, backend=backend)
+    second = anyio.run(get, backend=backend)
+    assert first is not second
+
+
+@pytest.mark.anyio
+async def test_resizing_the_default_limiter_changes_how_many_sync_tasks_run_at_once() -> None:
+    limiter = afterward.current_default_thread_limiter()
+    limiter.total_tokens = 1
+    try:
+        await limiter.acquire()  # the one thread is taken
+        ran: list[str] = []
+        tasks = BackgroundTasks()
+        tasks.add_task(ran.append, "ran")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tasks)
+            await anyio.wait_all_tasks_blocked()
+            assert ran == []  # waiting for the thread
+            limiter.release()
+        assert ran == ["ran"]
+        assert afterward.current_default_thread_limiter().total_tokens == 1
+    finally:
+        limiter.total_tokens = afterward.DEFAULT_THREAD_LIMIT
