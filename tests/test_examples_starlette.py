@@ -7,8 +7,10 @@ plain Starlette with afterward and nothing else edited.
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -363,3 +365,38 @@ async def test_seed_dependency_example_runs_on_starlette_without_a_query(
     response = await post(app, f"/send-notification/{EMAIL}")
     assert response.status_code == 200
     assert log_file.read_text() == f"message to {EMAIL}\n"
+
+
+# -- the apps shown in README.md and docs/ ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTED_APPS = [
+    (f"{page}#{index}", block)
+    for page in ("README.md", "docs/index.md", "docs/tutorial.md")
+    for index, block in enumerate(
+        re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.DOTALL)
+    )
+    if "\napp = " in block
+]
+EXPECTED_LOGS = {
+    f"notification for {EMAIL}: some notification",
+    f"found query: hello\nmessage to {EMAIL}\n",
+}
+
+
+def test_the_docs_show_the_starlette_and_fastapi_apps() -> None:
+    pages = {name.partition("#")[0] for name, _ in DOCUMENTED_APPS}
+    assert pages == {"README.md", "docs/index.md", "docs/tutorial.md"}
+    assert sum("FastAPI()" in block for _, block in DOCUMENTED_APPS) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("name", "source"), DOCUMENTED_APPS, ids=[n for n, _ in DOCUMENTED_APPS])
+async def test_documented_app_answers_and_runs_its_tasks(
+    name: str, source: str, log_file: Path
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, name, "exec", dont_inherit=True), namespace)
+    response = await post(namespace["app"], f"/send-notification/{EMAIL}", q="hello")
+    assert response.status_code == 200
+    assert log_file.read_text() in EXPECTED_LOGS
