@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import platform
 import pstats
@@ -199,8 +200,9 @@ def _profile(scenario: Scenario, variant: str, requests: int, backend: str) -> N
 
     async def measure() -> None:
         await measure_round(scenario, variant, requests)  # warm up caches and threads
+        gc.collect()
         profiler.enable()
-        await measure_round(scenario, variant, requests)
+        await measure_round(scenario, variant, requests, collect_garbage=False)
         profiler.disable()
 
     anyio.run(measure, backend=backend)
