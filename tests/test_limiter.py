@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
 import afterward
 from afterward import BackgroundTasks
+
+
+async def wait_until_a_task_waits_for(limiter: anyio.CapacityLimiter) -> None:
+    """Let the other tasks run until one of them is queued on `limiter` (no sleeping)."""
+    with anyio.fail_after(5):
+        while limiter.statistics().tasks_waiting == 0:
+            await anyio.lowlevel.checkpoint()
 
 
 def test_default_thread_limit_is_forty() -> None:
@@ -66,7 +74,7 @@ async def test_resizing_the_default_limiter_changes_how_many_sync_tasks_run_at_o
         tasks.add_task(ran.append, "ran")
         async with anyio.create_task_group() as tg:
             tg.start_soon(tasks)
-            await anyio.wait_all_tasks_blocked()
+            await wait_until_a_task_waits_for(limiter)
             assert ran == []  # waiting for the thread
             limiter.release()
         assert ran == ["ran"]

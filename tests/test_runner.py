@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import httpx
 import pytest
@@ -87,6 +88,13 @@ def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 def warning_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "afterward" and r.levelno == logging.WARNING]
+
+
+async def wait_until_a_task_waits_for(limiter: anyio.CapacityLimiter) -> None:
+    """Let the other tasks run until one of them is queued on `limiter` (no sleeping)."""
+    with anyio.fail_after(5):
+        while limiter.statistics().tasks_waiting == 0:
+            await anyio.lowlevel.checkpoint()
 
 
 # --- order and threads --------------------------------------------------------------------------
@@ -218,7 +226,7 @@ async def test_sync_tasks_wait_for_a_free_thread_on_their_limiter(record: Record
     async with anyio.create_task_group() as tg:
         await limiter.acquire()  # every thread of this limiter is busy
         tg.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
+        await wait_until_a_task_waits_for(limiter)
         assert record.events == []
         limiter.release()
         with anyio.fail_after(5):
@@ -703,7 +711,7 @@ async def test_cancelling_while_waiting_for_a_thread_logs_every_task_as_never_st
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(tasks)
-                await anyio.wait_all_tasks_blocked()
+                await wait_until_a_task_waits_for(limiter)
                 tg.cancel_scope.cancel()
     finally:
         limiter.release()
