@@ -187,9 +187,7 @@ def _binding_message(
 
 def _is_async(func: Any) -> bool:
     # Same rule as Starlette's `is_async_callable`, so tasks are classified identically after a
-    # migration: unwrap partials, then look at the object and its `__call__`.
-    while isinstance(func, functools.partial):
-        func = func.func
+    # migration: look at the object and its `__call__` (`check_call` has unwrapped partials).
     if inspect.isclass(func):
         # Calling a class constructs an instance, even when the class defines `async __call__`
         # (where Starlette's rule says "async" and would then fail to await the instance).
