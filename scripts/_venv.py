@@ -2,9 +2,10 @@
 
 Each script calls `ensure(extras)`: it creates `.venv` at the repository root with the standard
 library's `venv` if there is none, installs afterward into it (editable) with the extras the script
-needs, and returns the path of the environment's Python. An install is remembered by a stamp file
-inside `.venv` keyed on `pyproject.toml`'s content, so a second run starts at once and an edit to
-the dependencies triggers a new install.
+needs, and returns the path of the environment's Python. An install is remembered in a stamp file
+inside `.venv`: the hash of `pyproject.toml` and the extras installed with it. A run whose extras
+are already installed for the same `pyproject.toml` starts at once (so `test.py` after `check.py`
+installs nothing); an edit to the dependencies triggers a new install.
 
 Only the standard library is used: the scripts must work on a fresh machine with nothing but
 Python, on Linux, macOS and Windows.
@@ -17,10 +18,19 @@ import os
 import subprocess
 import sys
 import venv
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "VENV", "ensure", "install_key", "run", "venv_python"]
+__all__ = [
+    "ROOT",
+    "STAMP",
+    "VENV",
+    "ensure",
+    "installed_extras",
+    "pyproject_hash",
+    "run",
+    "venv_python",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: every command runs from here."""
@@ -38,22 +48,31 @@ def venv_python(venv_dir: Path = VENV, *, windows: bool = os.name == "nt") -> Pa
     return venv_dir / "bin" / "python"
 
 
-def install_key(pyproject: bytes, extras: Iterable[str]) -> str:
-    """Return what identifies an install: the dependency file's content and the extras."""
-    digest = hashlib.sha256(pyproject)
-    digest.update(",".join(sorted(set(extras))).encode())
-    return digest.hexdigest()
+STAMP = ".afterward-install"
+"""The file in the environment that records what was installed, for which `pyproject.toml`."""
 
 
-def _stamp_path(extras: Sequence[str], venv_dir: Path) -> Path:
-    return venv_dir / f".afterward-install-{'-'.join(sorted(set(extras))) or 'base'}"
+def pyproject_hash(root: Path = ROOT) -> str:
+    """Return the SHA-256 of `pyproject.toml`: an install is valid for this content only."""
+    return hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def installed_extras(venv_dir: Path, digest: str) -> frozenset[str] | None:
+    """Return the extras installed for the `pyproject.toml` with hash `digest`, or None."""
+    try:
+        recorded, _, extras = (venv_dir / STAMP).read_text().partition("\n")
+    except OSError:
+        return None
+    if recorded != digest:
+        return None
+    return frozenset(extra for extra in extras.strip().split(",") if extra)
 
 
 def ensure(extras: Sequence[str], *, root: Path = ROOT, venv_dir: Path = VENV) -> Path:
     """Create the environment if needed, install afterward with `extras`, return its Python.
 
-    Nothing is installed when the stamp of a previous install with the same `pyproject.toml` and
-    the same extras is present.
+    Nothing is installed when the stamp says `extras` (or more) were installed for the same
+    `pyproject.toml`.
 
     Raises:
         SystemExit: the running Python is too old, or the environment cannot be created or
@@ -75,9 +94,9 @@ def ensure(extras: Sequence[str], *, root: Path = ROOT, venv_dir: Path = VENV) -
                 f"Could not create {venv_dir}: {exc}. On Debian and Ubuntu, install the "
                 f"python3-venv package (apt-get install python3-venv) and run the script again."
             ) from exc
-    key = install_key((root / "pyproject.toml").read_bytes(), extras)
-    stamp = _stamp_path(extras, venv_dir)
-    if stamp.exists() and stamp.read_text().strip() == key:
+    digest = pyproject_hash(root)
+    installed = installed_extras(venv_dir, digest)
+    if installed is not None and installed.issuperset(extras):
         return python
     target = f".[{','.join(extras)}]" if extras else "."
     _say(f"Installing afterward{target[1:]} (editable) into {_relative(venv_dir, root)} ...")
@@ -88,7 +107,8 @@ def ensure(extras: Sequence[str], *, root: Path = ROOT, venv_dir: Path = VENV) -
             f"access to the package index, then run the script again; delete {venv_dir} to "
             f"start from scratch."
         )
-    stamp.write_text(key + "\n")
+    everything = (installed or frozenset()).union(extras)
+    (venv_dir / STAMP).write_text(f"{digest}\n{','.join(sorted(everything))}\n")
     return python
 
 

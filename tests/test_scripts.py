@@ -66,16 +66,17 @@ class Recorder:
         return self.status
 
 
-def test_install_key_depends_on_the_dependency_file_and_the_extras(
-    venv_module: types.ModuleType,
+def test_the_stamp_counts_only_for_the_pyproject_it_was_written_for(
+    venv_module: types.ModuleType, project: Path
 ) -> None:
-    key = venv_module.install_key(b"a", ["test"])
-    assert key == venv_module.install_key(b"a", ["test"])
-    assert key != venv_module.install_key(b"b", ["test"])
-    assert key != venv_module.install_key(b"a", ["demo"])
-    assert venv_module.install_key(b"a", ["test", "dev"]) == venv_module.install_key(
-        b"a", ["dev", "test"]
-    )
+    venv_dir = project / ".venv"
+    venv_dir.mkdir()
+    digest = venv_module.pyproject_hash(project)
+    assert venv_module.installed_extras(venv_dir, digest) is None  # no stamp yet
+    (venv_dir / venv_module.STAMP).write_text(f"{digest}\ndev,test\n")
+    assert venv_module.installed_extras(venv_dir, digest) == {"dev", "test"}
+    (project / "pyproject.toml").write_text('[project]\nname = "y"\n')
+    assert venv_module.installed_extras(venv_dir, venv_module.pyproject_hash(project)) is None
 
 
 def test_venv_python_is_in_bin_or_in_scripts_on_windows(venv_module: types.ModuleType) -> None:
@@ -117,18 +118,32 @@ def test_an_environment_installed_for_the_same_pyproject_is_reused_without_pip(
     assert recorder.commands[0][-1] == ".[test,dev]"
 
 
-def test_an_edited_pyproject_or_other_extras_trigger_a_new_install(
+def test_extras_already_installed_are_not_installed_again(
     venv_module: types.ModuleType, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     venv_dir = project / ".venv"
     make_python(venv_module, venv_dir)
     recorder = Recorder()
     monkeypatch.setattr(venv_module, "run", recorder)
-    venv_module.ensure(["test"], root=project, venv_dir=venv_dir)
-    venv_module.ensure(["demo"], root=project, venv_dir=venv_dir)
+    venv_module.ensure(["test", "dev"], root=project, venv_dir=venv_dir)  # check.py
+    venv_module.ensure(["test"], root=project, venv_dir=venv_dir)  # then test.py: nothing to do
+    venv_module.ensure(["demo"], root=project, venv_dir=venv_dir)  # demo.py: only its extra
+    venv_module.ensure(["dev"], root=project, venv_dir=venv_dir)  # still recorded
+    assert [command[-1] for command in recorder.commands] == [".[test,dev]", ".[demo]"]
+
+
+def test_an_edited_pyproject_triggers_a_new_install(
+    venv_module: types.ModuleType, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_dir = project / ".venv"
+    make_python(venv_module, venv_dir)
+    recorder = Recorder()
+    monkeypatch.setattr(venv_module, "run", recorder)
+    venv_module.ensure(["test", "dev"], root=project, venv_dir=venv_dir)
     (project / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2"\n')
     venv_module.ensure(["test"], root=project, venv_dir=venv_dir)
-    assert [command[-1] for command in recorder.commands] == [".[test]", ".[demo]", ".[test]"]
+    venv_module.ensure(["dev"], root=project, venv_dir=venv_dir)  # not installed for this one
+    assert [command[-1] for command in recorder.commands] == [".[test,dev]", ".[test]", ".[dev]"]
 
 
 def test_a_failed_install_stops_with_advice_and_is_retried_next_time(
