@@ -26,6 +26,7 @@ class TaskShape:
     __slots__ = (
         "_keywords",
         "_max_positional",
+        "_max_without_keywords",
         "_positional",
         "_positional_only",
         "_required_keyword_only",
@@ -74,9 +75,17 @@ class TaskShape:
         self._positional_only = frozenset(positional_only)
         self._keywords = frozenset(keywords)
         self._required_keyword_only = tuple(required_keyword_only)
+        # For the common call with positional arguments only, a range check decides.
+        self._max_without_keywords = (
+            -1
+            if self._required_keyword_only
+            else (1 << 30 if self._var_positional or not self.checkable else self._max_positional)
+        )
 
     def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Return whether `func(*args, **kwargs)` would bind to this signature."""
+        if not kwargs:
+            return len(self._required_positional) <= len(args) <= self._max_without_keywords
         if not self.checkable:
             return True
         count = len(args)
@@ -105,10 +114,16 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T
     Raises:
         TypeError: `func` is not callable, is a coroutine object, or the arguments do not bind.
     """
-    if isinstance(func, functools.partial):
-        # A partial is checked as the call it will make: its own arguments first.
-        return check_call(func.func, func.args + args, {**func.keywords, **kwargs})
-    shape = describe(func)
+    try:
+        # Plain functions and classes are their own cache keys: one dict lookup on the hot path.
+        shape = _cache.get(func)
+    except TypeError:  # unhashable
+        shape = None
+    if shape is None:
+        if isinstance(func, functools.partial):
+            # A partial is checked as the call it will make: its own arguments first.
+            return check_call(func.func, func.args + args, {**func.keywords, **kwargs})
+        shape = describe(func)
     if not shape.binds(args, kwargs):
         raise TypeError(_binding_message(func, shape, args, kwargs))
     return shape

@@ -14,7 +14,7 @@ import logging
 import types
 from collections.abc import Awaitable, Generator
 from contextvars import Context
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from anyio import from_thread, to_thread
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["run_tasks"]
 
 logger = logging.getLogger("afterward")
-
-T = TypeVar("T")
 
 
 async def run_tasks(collector: BackgroundTasks) -> None:
@@ -59,11 +57,29 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                 else:
                     # A sync function returned an awaitable (a sync wrapper around an async
                     # function): await it on the loop instead of dropping it un-awaited.
-                    error = await _await_in(running.context, outcome)
+                    error = None
+                    try:
+                        rest = _start(running.context, outcome)
+                        if rest is not None:
+                            await rest
+                    except Exception as exc:
+                        error = exc
             else:
                 collector._next = index + 1
                 running = entry
-                error = await _run_async(entry)
+                error = None
+                try:
+                    if isinstance(entry, BackgroundTask):
+                        context = entry.context
+                        rest = _start(context, context.run(entry.func, *entry.args, **entry.kwargs))
+                        if rest is not None:
+                            await rest
+                    else:
+                        # Anything else Starlette accepts as a task (its own BackgroundTask or
+                        # BackgroundTasks, another awaitable callable): run it as it runs itself.
+                        await entry()
+                except Exception as exc:
+                    error = exc
             if error is not None:
                 await _report_failure(collector, running, error)
             running = None
@@ -104,56 +120,41 @@ def _run_sync_batch(
     return None
 
 
-async def _run_async(entry: StarletteTask) -> Exception | None:
-    try:
-        if isinstance(entry, BackgroundTask):
-            await _in_context(
-                entry.context, entry.context.run(entry.func, *entry.args, **entry.kwargs)
-            )
-        else:
-            # Anything else Starlette accepts as a task (its own BackgroundTask or
-            # BackgroundTasks, or another awaitable callable): run it as it runs itself.
-            await entry()
-    except Exception as exc:
-        return exc
-    return None
+def _start(context: Context, awaitable: Awaitable[Any]) -> Awaitable[Any] | None:
+    """Run the first step of `awaitable` inside `context`.
 
-
-async def _await_in(context: Context, awaitable: Awaitable[Any]) -> Exception | None:
+    Returns None if it finished without suspending (most short tasks do, and they then cost no
+    more than a plain `await`), else what is left to await: `_resume`, which runs every further
+    step inside `context` too.
+    """
+    iterator: Any = awaitable if type(awaitable) is types.CoroutineType else awaitable.__await__()
     try:
-        await _in_context(context, awaitable)
-    except Exception as exc:
-        return exc
-    return None
+        yielded = context.run(iterator.send, None)
+    except StopIteration:
+        return None
+    return _resume(context, iterator, yielded)
 
 
 @types.coroutine
-def _in_context(context: Context, awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
-    """Drive `awaitable` with every step run inside `context`.
+def _resume(context: Context, iterator: Any, yielded: Any) -> Generator[Any, Any, None]:
+    """Drive a suspended coroutine to its end, each step inside `context`.
 
-    This is how an async task sees the context captured at `add_task` without a task of its own:
-    each `send`/`throw` into the coroutine happens in `context.run`, and whatever the coroutine
-    yields to the event loop (asyncio futures, trio traps) is passed through untouched, so it
-    works on any AnyIO backend and cancellation reaches the task as usual.
+    This is how an async task sees the context captured at `add_task` without a task of its own.
+    Whatever the coroutine yields to the event loop (asyncio futures, trio traps) is passed
+    through untouched, so it works on any AnyIO backend, and cancellation reaches the task as
+    usual: it is thrown into the coroutine, inside `context` as well.
     """
-    iterator = awaitable.__await__()
-    send = iterator.send
-    value: Any = None
-    error: BaseException | None = None
     while True:
-        try:
-            if error is None:
-                yielded = context.run(send, value)
-            else:
-                yielded = context.run(iterator.throw, error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        finally:
-            error = None
         try:
             value = yield yielded
         except BaseException as exc:
-            error = exc
+            step, argument = iterator.throw, exc
+        else:
+            step, argument = iterator.send, value
+        try:
+            yielded = context.run(step, argument)
+        except StopIteration:
+            return
 
 
 async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: Exception) -> None:
