@@ -17,7 +17,7 @@ from starlette.background import BackgroundTasks as _StarletteTasks
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._inject import _level_for, _log_not_run
+from ._runner import level_for, log_not_run
 from ._tasks import BackgroundTasks, _entry_name
 
 __all__ = ["attach"]
@@ -169,9 +169,9 @@ class _TasksAfterApp:
         try:
             await self.app(scope, receive, send_and_watch)
         except BaseException as exc:
-            _log_not_run(self.tasks, f"the response raised {type(exc).__name__}", _level_for(exc))
+            log_not_run(self.tasks, f"the response raised {type(exc).__name__}", level_for(exc))
             raise
         if not completed:
-            _log_not_run(self.tasks, "the response was not completed (the client went away)")
+            log_not_run(self.tasks, "the response was not completed (the client went away)")
             return
         await self.tasks()

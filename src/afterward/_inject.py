@@ -17,14 +17,14 @@ from typing import Annotated, Any, cast, get_args, get_origin
 
 from anyio import to_thread
 from starlette.background import BackgroundTasks as _StarletteTasks
-from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ._params import Dependency, ValueParam
-from ._tasks import BackgroundTasks, _entry_name
+from ._runner import level_for, log_not_run
+from ._tasks import BackgroundTasks
 
 __all__ = ["inject"]
 
@@ -134,7 +134,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 except (TypeError, ValueError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
-            run.abandon(f"the endpoint raised {type(exc).__name__}", _level_for(exc))
+            run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
             if run.stack is not None:
                 await run.stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -173,7 +173,7 @@ class _Completion:
                 await self.tasks()  # runs only what the response's own background did not
         except BaseException as exc:
             if self.tasks is not None:
-                _log_not_run(self.tasks, f"sending the response raised {type(exc).__name__}")
+                log_not_run(self.tasks, f"sending the response raised {type(exc).__name__}")
             if self.stack is not None:
                 await self.stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -285,26 +285,7 @@ class _Run:
     def abandon(self, reason: str, level: int) -> None:
         """Log, by name, the tasks that will not run because the request did not succeed."""
         if self.tasks is not None:
-            _log_not_run(self.tasks, reason, level)
-
-
-def _log_not_run(tasks: BackgroundTasks, reason: str, level: int = logging.WARNING) -> None:
-    pending = tasks.pending
-    if pending:
-        tasks._next = len(tasks.tasks)
-        logger.log(
-            level,
-            "Not running %d background task(s) because %s: %s.",
-            len(pending),
-            reason,
-            ", ".join(map(_entry_name, pending)),
-        )
-
-
-def _level_for(exc: BaseException) -> int:
-    # An HTTPException is a deliberate answer (404, 403...): its tasks not running is the
-    # documented behaviour, not an incident.
-    return logging.INFO if isinstance(exc, HTTPException) else logging.WARNING
+            log_not_run(self.tasks, reason, level)
 
 
 def _not_json(func: Callable[..., Any], result: Any, exc: Exception) -> TypeError:

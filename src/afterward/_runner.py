@@ -17,6 +17,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
 from anyio import from_thread, to_thread
+from starlette.exceptions import HTTPException
 
 from ._limiter import current_default_thread_limiter
 from ._tasks import BackgroundTask, _entry_name
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._tasks import BackgroundTasks
 
-__all__ = ["run_tasks"]
+__all__ = ["level_for", "log_not_run", "run_tasks"]
 
 logger = logging.getLogger("afterward")
 
@@ -197,3 +198,24 @@ def _log_abandoned(
         len(never_started),
         ", ".join(map(_entry_name, never_started)) or "none",
     )
+
+
+def log_not_run(tasks: BackgroundTasks, reason: str, level: int = logging.WARNING) -> None:
+    """Log, by name, the tasks of `tasks` that have not run and now never will; mark them done."""
+    pending = tasks.pending
+    if pending:
+        tasks._next = len(tasks.tasks)
+        logger.log(
+            level,
+            "Not running %d background task(s) because %s: %s.",
+            len(pending),
+            reason,
+            ", ".join(map(_entry_name, pending)),
+        )
+
+
+def level_for(exc: BaseException) -> int:
+    """Return the level for tasks not run because of `exc`: INFO for an HTTPException."""
+    # An HTTPException is a deliberate answer (404, 403...): its tasks not running is the
+    # documented behaviour, not an incident.
+    return logging.INFO if isinstance(exc, HTTPException) else logging.WARNING

@@ -118,7 +118,7 @@ class BackgroundTasks(_StarletteTasks):
 
     async def __call__(self) -> None:
         """Run the tasks that have not run yet, in order."""
-        await run_tasks(self)
+        await _runner.run_tasks(self)
 
 
 def _entry_name(task: object) -> str:
@@ -130,4 +130,4 @@ def _entry_name(task: object) -> str:
 
 # The runner executes these classes and the collector's `__call__` hands itself to the runner, so
 # the import has to wait until both classes exist.
-from ._runner import run_tasks  # noqa: E402
+from . import _runner  # noqa: E402

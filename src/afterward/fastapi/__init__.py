@@ -47,7 +47,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from starlette.websockets import WebSocketDisconnect
 
 import afterward
-from afterward._inject import _level_for, _log_not_run
+from afterward._runner import level_for, log_not_run
 
 __all__ = ["BackgroundTasks", "get_background_tasks"]
 
@@ -68,7 +68,7 @@ async def get_background_tasks(
         yield tasks
     except BaseException as exc:
         reason = f"the request failed with {type(exc).__name__}"
-        _log_not_run(tasks, reason, _level_for_failure(exc))
+        log_not_run(tasks, reason, _level_for_failure(exc))
         raise
     # Runs only what has not run yet: nothing, unless the path operation returned a Response with
     # its own `background` (FastAPI then drops `native`) or this is a websocket route.
@@ -82,7 +82,7 @@ def _level_for_failure(exc: BaseException) -> int:
         exc, (RequestValidationError, WebSocketRequestValidationError, WebSocketDisconnect)
     ):
         return logging.INFO
-    return _level_for(exc)
+    return level_for(exc)
 
 
 BackgroundTasks: TypeAlias = Annotated[
