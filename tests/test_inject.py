@@ -728,3 +728,53 @@ def test_depends_markers_describe_themselves() -> None:
 
     assert repr(Depends(get_db)) == f"Depends({get_db.__qualname__})"
     assert repr(Depends(get_db, use_cache=False)).endswith(", use_cache=False)")
+
+
+async def test_a_failing_task_in_the_responses_own_background_is_isolated_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise ValueError("own task failed")
+
+    own = StarletteTasks()
+    own.add_task(broken)
+    own.add_task(ran.append, "own second")
+    shared = PlainTextResponse("cached", background=own)
+
+    async def endpoint(tasks: BackgroundTasks) -> Response:
+        tasks.add_task(ran.append, "injected")
+        return shared
+
+    async with client_for(Route("/", inject(endpoint))) as client:
+        response = await client.get("/")
+    assert response.status_code == 200
+    assert ran == ["own second", "injected"]
+    assert "broken failed" in caplog.text
+    assert shared.background is own
+
+
+async def test_tasks_of_a_built_json_response_that_fails_to_send_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def send_email() -> None:
+        raise AssertionError("must not run")
+
+    async def endpoint(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(send_email)
+        return {"a": "b"}
+
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def broken_send(message: MutableMapping[str, Any]) -> None:
+        raise OSError("client went away")
+
+    response = await inject(endpoint)(Request(scope, receive))
+    with pytest.raises(OSError, match="client went away"):
+        await response(scope, receive, broken_send)
+    assert "Not running 1 background task(s)" in caplog.text
+    assert "send_email" in caplog.text

@@ -8,6 +8,7 @@ resolve is a `TypeError` then, naming the parameter, instead of an error in prod
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import logging
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from ._attach import attach
 from ._params import Dependency, ValueParam
 from ._runner import level_for, log_not_run
 from ._tasks import BackgroundTasks
@@ -141,13 +143,13 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         tasks = run.tasks
         if tasks is not None and tasks._next == len(tasks.tasks):
             tasks = None  # nothing to run
-        if run.stack is None:
-            if tasks is None:
-                return response
-            if response is not result:
-                response.background = tasks  # a response we built: nobody else holds it
-                return response
-        # Never mutate a response the endpoint returned (it may be shared or cached): wrap it.
+        if tasks is None and run.stack is None:
+            return response
+        if tasks is not None and response.background is not None:
+            # Both run, its own first, each task isolated from the others' errors. The returned
+            # response is never mutated (it may be cached and shared): a copy is sent instead.
+            response = attach(copy.copy(response), tasks)
+            tasks = cast(BackgroundTasks, response.background)
         return cast(Response, _Completion(response, tasks, run.stack))
 
     functools.update_wrapper(endpoint, func)

@@ -161,8 +161,11 @@ def _resume(context: Context, iterator: Any, yielded: Any) -> Generator[Any, Any
 async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: Exception) -> None:
     name = _entry_name(task)
     logger.error(
-        "Background task %s failed; the remaining tasks still run.",
+        "Background task %s failed; %s.",
         name,
+        "the remaining tasks are skipped (stop_on_error)"
+        if collector.stop_on_error
+        else "the remaining tasks still run",
         exc_info=(type(exc), exc, exc.__traceback__),
         extra={"afterward_task": name},
     )
