@@ -18,6 +18,8 @@ from examples import demo, starlette_dependencies, starlette_notification
 from starlette.applications import Starlette
 from starlette.types import Message, Scope
 
+from seed import SEED_ANNOTATED_PIPE, SEED_DEPENDENCY_VARIANTS
+
 EMAIL = "ada@example.com"
 
 
@@ -130,157 +132,7 @@ def test_demo_answers_before_its_tasks_finish_on_a_real_server(
 
 # -- the seed chapter's dependency examples, ported --------------------------------------
 
-SEED_ANNOTATED_PIPE = """
-from typing import Annotated
-
-from fastapi import BackgroundTasks, Depends, FastAPI
-
-app = FastAPI()
-
-
-def write_log(message: str):
-    with open("log.txt", mode="a") as log:
-        log.write(message)
-
-
-def get_query(background_tasks: BackgroundTasks, q: str | None = None):
-    if q:
-        message = f"found query: {q}\\n"
-        background_tasks.add_task(write_log, message)
-    return q
-
-
-@app.post("/send-notification/{email}")
-async def send_notification(
-    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-):
-    message = f"message to {email}\\n"
-    background_tasks.add_task(write_log, message)
-    return {"message": "Message sent"}
-"""
-
-SEED_ANNOTATED_UNION = """
-from typing import Annotated, Union
-
-from fastapi import BackgroundTasks, Depends, FastAPI
-
-app = FastAPI()
-
-
-def write_log(message: str):
-    with open("log.txt", mode="a") as log:
-        log.write(message)
-
-
-def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
-    if q:
-        message = f"found query: {q}\\n"
-        background_tasks.add_task(write_log, message)
-    return q
-
-
-@app.post("/send-notification/{email}")
-async def send_notification(
-    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-):
-    message = f"message to {email}\\n"
-    background_tasks.add_task(write_log, message)
-    return {"message": "Message sent"}
-"""
-
-SEED_TYPING_EXTENSIONS_ANNOTATED = """
-from typing import Union
-
-from fastapi import BackgroundTasks, Depends, FastAPI
-from typing_extensions import Annotated
-
-app = FastAPI()
-
-
-def write_log(message: str):
-    with open("log.txt", mode="a") as log:
-        log.write(message)
-
-
-def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
-    if q:
-        message = f"found query: {q}\\n"
-        background_tasks.add_task(write_log, message)
-    return q
-
-
-@app.post("/send-notification/{email}")
-async def send_notification(
-    email: str, background_tasks: BackgroundTasks, q: Annotated[str, Depends(get_query)]
-):
-    message = f"message to {email}\\n"
-    background_tasks.add_task(write_log, message)
-    return {"message": "Message sent"}
-"""
-
-SEED_DEFAULT_PIPE = """
-from fastapi import BackgroundTasks, Depends, FastAPI
-
-app = FastAPI()
-
-
-def write_log(message: str):
-    with open("log.txt", mode="a") as log:
-        log.write(message)
-
-
-def get_query(background_tasks: BackgroundTasks, q: str | None = None):
-    if q:
-        message = f"found query: {q}\\n"
-        background_tasks.add_task(write_log, message)
-    return q
-
-
-@app.post("/send-notification/{email}")
-async def send_notification(
-    email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
-):
-    message = f"message to {email}\\n"
-    background_tasks.add_task(write_log, message)
-    return {"message": "Message sent"}
-"""
-
-SEED_DEFAULT_UNION = """
-from typing import Union
-
-from fastapi import BackgroundTasks, Depends, FastAPI
-
-app = FastAPI()
-
-
-def write_log(message: str):
-    with open("log.txt", mode="a") as log:
-        log.write(message)
-
-
-def get_query(background_tasks: BackgroundTasks, q: Union[str, None] = None):
-    if q:
-        message = f"found query: {q}\\n"
-        background_tasks.add_task(write_log, message)
-    return q
-
-
-@app.post("/send-notification/{email}")
-async def send_notification(
-    email: str, background_tasks: BackgroundTasks, q: str = Depends(get_query)
-):
-    message = f"message to {email}\\n"
-    background_tasks.add_task(write_log, message)
-    return {"message": "Message sent"}
-"""
-
-SEED_VARIANTS = {
-    "annotated-pipe": SEED_ANNOTATED_PIPE,
-    "annotated-union": SEED_ANNOTATED_UNION,
-    "typing-extensions-annotated": SEED_TYPING_EXTENSIONS_ANNOTATED,
-    "default-pipe": SEED_DEFAULT_PIPE,
-    "default-union": SEED_DEFAULT_UNION,
-}
+SEED_VARIANTS = SEED_DEPENDENCY_VARIANTS
 
 # The only lines a port touches.
 FASTAPI_IMPORT = "from fastapi import BackgroundTasks, Depends, FastAPI"
