@@ -71,8 +71,9 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                 error = None
                 try:
                     if isinstance(entry, BackgroundTask):
-                        context = entry.context
-                        rest = _start(context, context.run(entry.func, *entry.args, **entry.kwargs))
+                        # Calling an async function only creates its coroutine (no user code
+                        # runs yet), so only the steps need the captured context.
+                        rest = _start(entry.context, entry.func(*entry.args, **entry.kwargs))
                         if rest is not None:
                             await rest
                     else:

@@ -43,11 +43,13 @@ class BackgroundTask(_StarletteTask):
     """
 
     def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        self._setup(func, args, kwargs)
+
+    def _setup(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
         shape = check_call(func, args, kwargs)
-        # Starlette's attributes are typed with its own ParamSpec; ours is a different one.
-        self.func = func  # type: ignore[assignment]
-        self.args = args  # type: ignore[assignment]
-        self.kwargs = kwargs  # type: ignore[assignment]
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
         self.is_async = shape.is_async
         self.name = shape.name
         self.context = contextvars.copy_context()
@@ -109,7 +111,10 @@ class BackgroundTasks(_StarletteTasks):
             TypeError: `func` is not callable, is a coroutine object (`f()` instead of `f`), or the
                 arguments do not match its signature.
         """
-        self.tasks.append(BackgroundTask(func, *args, **kwargs))
+        # `BackgroundTask(func, *args, **kwargs)` without packing the arguments a second time.
+        task = _new_task(BackgroundTask)
+        task._setup(func, args, kwargs)
+        self.tasks.append(task)
 
     @property
     def pending(self) -> list[_StarletteTask]:
@@ -119,6 +124,9 @@ class BackgroundTasks(_StarletteTasks):
     async def __call__(self) -> None:
         """Run the tasks that have not run yet, in order."""
         await _runner.run_tasks(self)
+
+
+_new_task = object.__new__
 
 
 def _entry_name(task: object) -> str:
