@@ -39,8 +39,8 @@ from benchmarks.harness import (
     run_benchmark,
 )
 
-FULL_ROUNDS = 15
-QUICK_ROUNDS, QUICK_SCALE = 5, 0.25
+FULL_ROUNDS = 60
+QUICK_ROUNDS, QUICK_SCALE = 10, 0.5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_ROUNDS} rounds of a quarter of the requests (a smoke run, noisy)",
+        help=f"{QUICK_ROUNDS} rounds of half the requests (a smoke run, noisy)",
     )
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--rounds", type=int, help=f"timed rounds per variant ({FULL_ROUNDS})")
@@ -160,7 +160,10 @@ def format_rates(results: Sequence[ScenarioResult]) -> str:
             f"{result.ratio('bare', 'starlette'):.2f}x",
         ]
         rows.append(row)
-    return "requests/s, median of rounds (± half the max-min range)\n" + _table(rows)
+    return (
+        "requests/s: median of the rounds (± half their max-min range); ratios: median of the\n"
+        "per-round ratios\n" + _table(rows)
+    )
 
 
 def format_targets(outcomes: Sequence[TargetOutcome]) -> str:
