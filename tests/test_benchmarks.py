@@ -13,6 +13,7 @@ from benchmarks.apps import EXECUTED, EXPECTED_BODY, REQUEST, VARIANTS, record_s
 from benchmarks.harness import (
     BenchmarkError,
     Scenario,
+    ScenarioResult,
     Target,
     evaluate,
     measure_round,
@@ -165,3 +166,11 @@ def test_run_prints_every_target_with_its_verdict(capsys: pytest.CaptureFixture[
 def test_run_refuses_an_unknown_scenario() -> None:
     with pytest.raises(SystemExit, match="Unknown scenario 'nope'"):
         run.main(["--scenario", "nope", "--all-cpus"])
+
+
+def test_a_ratio_is_the_median_of_the_per_round_ratios() -> None:
+    scenario = scenarios()[0]
+    result = ScenarioResult(scenario, 1, {"a": [2.0, 4.0, 6.0], "b": [1.0, 4.0, 3.0]})
+    assert result.ratio("a", "b") == 2.0  # rounds: 2x, 1x, 2x (the medians' ratio is 4/3)
+    assert result.median("a") == 4.0
+    assert result.spread("a") == 1.0
