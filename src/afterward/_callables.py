@@ -26,7 +26,6 @@ class TaskShape:
     __slots__ = (
         "_keywords",
         "_max_positional",
-        "_max_without_keywords",
         "_positional",
         "_positional_only",
         "_required_keyword_only",
@@ -35,6 +34,8 @@ class TaskShape:
         "_var_positional",
         "checkable",
         "is_async",
+        "max_positional_call",
+        "min_positional",
         "name",
         "signature",
     )
@@ -76,7 +77,8 @@ class TaskShape:
         self._keywords = frozenset(keywords)
         self._required_keyword_only = tuple(required_keyword_only)
         # For the common call with positional arguments only, a range check decides.
-        self._max_without_keywords = (
+        self.min_positional = len(self._required_positional)
+        self.max_positional_call = (
             -1
             if self._required_keyword_only
             else (1 << 30 if self._var_positional or not self.checkable else self._max_positional)
@@ -85,7 +87,7 @@ class TaskShape:
     def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Return whether `func(*args, **kwargs)` would bind to this signature."""
         if not kwargs:
-            return len(self._required_positional) <= len(args) <= self._max_without_keywords
+            return self.min_positional <= len(args) <= self.max_positional_call
         if not self.checkable:
             return True
         count = len(args)

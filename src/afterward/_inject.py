@@ -24,7 +24,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ._attach import attach
-from ._params import Dependency, ValueParam
+from ._limiter import request_thread_limiter
+from ._params import Dependency, ValueParam, _to_str
 from ._runner import level_for, log_not_run
 from ._tasks import BackgroundTasks
 
@@ -132,7 +133,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 response = result
             else:
                 try:
-                    response = JSONResponse(result)
+                    response = _JSONResponse(result)
                 except (TypeError, ValueError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
@@ -143,8 +144,12 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         tasks = run.tasks
         if tasks is not None and tasks._next == len(tasks.tasks):
             tasks = None  # nothing to run
-        if tasks is None and run.stack is None:
-            return response
+        if run.stack is None:
+            if tasks is None:
+                return response
+            if response is not result:
+                response.background = tasks  # a response we built: nobody else holds it
+                return response
         if tasks is not None and response.background is not None:
             # Both run, its own first, each task isolated from the others' errors. The returned
             # response is never mutated (it may be cached and shared): a copy is sent instead.
@@ -154,6 +159,21 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
 
     functools.update_wrapper(endpoint, func)
     return endpoint
+
+
+class _JSONResponse(JSONResponse):
+    """The response `inject` builds from a returned value; its `background` is the request's tasks.
+
+    If sending it fails, the tasks are logged by name as not run.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            if isinstance(self.background, BackgroundTasks):
+                log_not_run(self.background, f"sending the response raised {type(exc).__name__}")
+            raise
 
 
 class _Completion:
@@ -247,13 +267,15 @@ class _Run:
         if plan.kind == "call":
             if plan.is_async:
                 return await plan.call(*args, **kwargs)
-            return await to_thread.run_sync(functools.partial(plan.call, *args, **kwargs))
+            return await to_thread.run_sync(
+                functools.partial(plan.call, *args, **kwargs), limiter=request_thread_limiter()
+            )
         if self.stack is None:
             self.stack = AsyncExitStack()
         manager = plan.call(*args, **kwargs)
         if plan.is_async:
             return await self.stack.enter_async_context(manager)
-        value = await to_thread.run_sync(manager.__enter__)
+        value = await to_thread.run_sync(manager.__enter__, limiter=request_thread_limiter())
         self.stack.push_async_exit(functools.partial(to_thread.run_sync, manager.__exit__))
         return value
 
@@ -271,6 +293,8 @@ class _Run:
                     {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
                 )
                 return _INVALID
+        if type(raw) is str and param.convert is _to_str:
+            return raw  # the most common parameter: nothing to convert
         try:
             return param.convert(raw)
         except (TypeError, ValueError):

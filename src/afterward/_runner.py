@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import types
-from collections.abc import Awaitable, Generator
+from collections.abc import Generator
 from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +35,14 @@ logger = logging.getLogger("afterward")
 async def run_tasks(collector: BackgroundTasks) -> None:
     """Run the collector's tasks that have not been started yet, in order."""
     tasks = collector.tasks
-    running: StarletteTask | None = None
+    running: Any = None  # the task being run, named in the log if the run is interrupted
     try:
         while collector._next < len(tasks):
             index = collector._next
             entry = tasks[index]
-            if _is_sync(entry):
+            ours = isinstance(entry, BackgroundTask)
+            awaitable: Any = None
+            if ours and not entry.is_async:
                 end = index + 1
                 while end < len(tasks) and _is_sync(tasks[end]):
                     end += 1
@@ -52,36 +54,42 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                     continue
                 running, outcome = stopped
                 if isinstance(outcome, Exception):
-                    error: Exception | None = outcome
-                elif isinstance(outcome, BaseException):
+                    await _report_failure(collector, running, outcome)
+                    running = None
+                    continue
+                if isinstance(outcome, BaseException):
                     raise outcome  # with `running` set, so the log names the interrupted task
-                else:
-                    # A sync function returned an awaitable (a sync wrapper around an async
-                    # function): await it on the loop instead of dropping it un-awaited.
-                    error = None
-                    try:
-                        rest = _start(running.context, outcome)
-                        if rest is not None:
-                            await rest
-                    except Exception as exc:
-                        error = exc
+                # A sync function returned an awaitable (a sync wrapper around an async
+                # function): await it on the loop instead of dropping it un-awaited.
+                awaitable = outcome
             else:
                 collector._next = index + 1
                 running = entry
-                error = None
-                try:
-                    if isinstance(entry, BackgroundTask):
+            error = None
+            try:
+                if not ours:
+                    # Anything else Starlette accepts as a task (its own BackgroundTask or
+                    # BackgroundTasks, another awaitable callable): run it as it runs itself.
+                    await entry()
+                else:
+                    if awaitable is None:
                         # Calling an async function only creates its coroutine (no user code
-                        # runs yet), so only the steps need the captured context.
-                        rest = _start(entry.context, entry.func(*entry.args, **entry.kwargs))
-                        if rest is not None:
-                            await rest
+                        # runs yet), so only its steps need the captured context.
+                        awaitable = entry.func(*entry.args, **entry.kwargs)
+                    context = running.context
+                    iterator = (
+                        awaitable
+                        if type(awaitable) is types.CoroutineType
+                        else awaitable.__await__()
+                    )
+                    try:
+                        yielded = context.run(iterator.send, None)
+                    except StopIteration:
+                        pass  # done without suspending, as most short tasks are
                     else:
-                        # Anything else Starlette accepts as a task (its own BackgroundTask or
-                        # BackgroundTasks, another awaitable callable): run it as it runs itself.
-                        await entry()
-                except Exception as exc:
-                    error = exc
+                        await _resume(context, iterator, yielded)
+            except Exception as exc:
+                error = exc
             if error is not None:
                 await _report_failure(collector, running, error)
             running = None
@@ -120,21 +128,6 @@ def _run_sync_batch(
         if result is not None and inspect.isawaitable(result):
             return task, result
     return None
-
-
-def _start(context: Context, awaitable: Awaitable[Any]) -> Awaitable[Any] | None:
-    """Run the first step of `awaitable` inside `context`.
-
-    Returns None if it finished without suspending (most short tasks do, and they then cost no
-    more than a plain `await`), else what is left to await: `_resume`, which runs every further
-    step inside `context` too.
-    """
-    iterator: Any = awaitable if type(awaitable) is types.CoroutineType else awaitable.__await__()
-    try:
-        yielded = context.run(iterator.send, None)
-    except StopIteration:
-        return None
-    return _resume(context, iterator, yielded)
 
 
 @types.coroutine

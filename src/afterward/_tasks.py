@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 from typing_extensions import ParamSpec
 
-from ._callables import check_call, task_name
+from ._callables import TaskShape, check_call, task_name
+from ._callables import _cache as _shapes
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -42,17 +44,11 @@ class BackgroundTask(_StarletteTask):
         context: The `contextvars.Context` the task runs in.
     """
 
-    def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
-        self._setup(func, args, kwargs)
+    name: str
+    context: contextvars.Context
 
-    def _setup(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        shape = check_call(func, args, kwargs)
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.is_async = shape.is_async
-        self.name = shape.name
-        self.context = contextvars.copy_context()
+    def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        _fill(self, func, args, kwargs, check_call(func, args, kwargs))
 
     def __repr__(self) -> str:
         return f"<BackgroundTask {self.name}>"
@@ -81,6 +77,10 @@ class BackgroundTasks(_StarletteTasks):
     """
 
     tasks: list[_StarletteTask]
+    stop_on_error: bool = False
+    on_error: ErrorCallback | None = None
+    limiter: CapacityLimiter | None = None
+    _next: int = 0  # index of the first task that has not been started yet
 
     def __init__(
         self,
@@ -95,10 +95,13 @@ class BackgroundTasks(_StarletteTasks):
                 f"on_error must be a callable taking (task, exception), got {on_error!r}."
             )
         self.tasks = list(tasks) if tasks else []
-        self.stop_on_error = stop_on_error
-        self.on_error = on_error
-        self.limiter = limiter
-        self._next = 0  # index of the first task that has not been started yet
+        # The defaults are class attributes: a collector per request costs one attribute less each.
+        if stop_on_error:
+            self.stop_on_error = True
+        if on_error is not None:
+            self.on_error = on_error
+        if limiter is not None:
+            self.limiter = limiter
 
     def __repr__(self) -> str:
         names = ", ".join(_entry_name(task) for task in self.tasks)
@@ -111,9 +114,18 @@ class BackgroundTasks(_StarletteTasks):
             TypeError: `func` is not callable, is a coroutine object (`f()` instead of `f`), or the
                 arguments do not match its signature.
         """
-        # `BackgroundTask(func, *args, **kwargs)` without packing the arguments a second time.
+        # `BackgroundTask(func, *args, **kwargs)`, without packing the arguments a second time and,
+        # for the common call of a plain function with positional arguments, without the general
+        # check: the cached shape's range check decides.
+        shape = _shapes.get(func) if type(func) is FunctionType else None
+        if (
+            shape is None
+            or kwargs
+            or not shape.min_positional <= len(args) <= shape.max_positional_call
+        ):
+            shape = check_call(func, args, kwargs)
         task = _new_task(BackgroundTask)
-        task._setup(func, args, kwargs)
+        _fill(task, func, args, kwargs, shape)
         self.tasks.append(task)
 
     @property
@@ -127,6 +139,15 @@ class BackgroundTasks(_StarletteTasks):
 
 
 _new_task = object.__new__
+
+
+def _fill(task: Any, func: Any, args: Any, kwargs: Any, shape: TaskShape) -> None:
+    task.func = func
+    task.args = args
+    task.kwargs = kwargs
+    task.is_async = shape.is_async
+    task.name = shape.name
+    task.context = contextvars.copy_context()
 
 
 def _entry_name(task: object) -> str:
