@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from ._attach import attach
 from ._limiter import request_thread_limiter
 from ._params import Dependency, ValueParam, _to_str
-from ._runner import level_for, log_not_run
+from ._runner import level_for, log_not_run, run_tasks
 from ._tasks import BackgroundTasks
 
 __all__ = ["inject"]
@@ -35,6 +35,8 @@ logger = logging.getLogger("afterward")
 
 # What a parameter is resolved from.
 _TASKS, _REQUEST, _DEPENDENCY, _VALUE = range(4)
+
+_NO_PARAMS: dict[str, Any] = {}
 
 # Returned instead of a value, or a call's result, when a request value failed validation.
 _INVALID: Any = type("_Invalid", (), {"__repr__": lambda self: "<invalid>"})()
@@ -133,7 +135,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 response = result
             else:
                 try:
-                    response = _JSONResponse(result)
+                    response = JSONResponse(result)
                 except (TypeError, ValueError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
@@ -144,12 +146,8 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         tasks = run.tasks
         if tasks is not None and tasks._next == len(tasks.tasks):
             tasks = None  # nothing to run
-        if run.stack is None:
-            if tasks is None:
-                return response
-            if response is not result:
-                response.background = tasks  # a response we built: nobody else holds it
-                return response
+        if tasks is None and run.stack is None:
+            return response
         if tasks is not None and response.background is not None:
             # Both run, its own first, each task isolated from the others' errors. The returned
             # response is never mutated (it may be cached and shared): a copy is sent instead.
@@ -159,21 +157,6 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
 
     functools.update_wrapper(endpoint, func)
     return endpoint
-
-
-class _JSONResponse(JSONResponse):
-    """The response `inject` builds from a returned value; its `background` is the request's tasks.
-
-    If sending it fails, the tasks are logged by name as not run.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except BaseException as exc:
-            if isinstance(self.background, BackgroundTasks):
-                log_not_run(self.background, f"sending the response raised {type(exc).__name__}")
-            raise
 
 
 class _Completion:
@@ -192,7 +175,8 @@ class _Completion:
         try:
             await self.response(scope, receive, send)
             if self.tasks is not None:
-                await self.tasks()  # runs only what the response's own background did not
+                # Runs only what the response's own background did not (each task runs once).
+                await run_tasks(self.tasks)
         except BaseException as exc:
             if self.tasks is not None:
                 log_not_run(self.tasks, f"sending the response raised {type(exc).__name__}")
@@ -206,14 +190,15 @@ class _Completion:
 class _Run:
     """The state of one request: its collector, dependency cache, exit stack and 422 errors."""
 
-    __slots__ = ("cache", "collector_class", "errors", "request", "stack", "tasks")
+    # Most requests need none of these: class-level defaults save setting them on each one.
+    tasks: BackgroundTasks | None = None
+    cache: dict[Callable[..., Any], Any] | None = None
+    stack: AsyncExitStack | None = None
 
     def __init__(self, request: Request, collector_class: type[BackgroundTasks]) -> None:
         self.request = request
+        self.path_params: dict[str, Any] = request.scope.get("path_params", _NO_PARAMS)
         self.collector_class = collector_class
-        self.tasks: BackgroundTasks | None = None
-        self.cache: dict[Callable[..., Any], Any] | None = None
-        self.stack: AsyncExitStack | None = None
         self.errors: list[dict[str, Any]] = []
 
     async def call(self, plan: _Plan) -> Any:
@@ -280,9 +265,11 @@ class _Run:
         return value
 
     def _value(self, param: ValueParam) -> Any:
-        path_params = self.request.path_params
-        if param.name in path_params:
-            location, raw = "path", path_params[param.name]
+        raw = self.path_params.get(param.name)  # never None for a parameter that is there
+        if raw is not None:
+            if type(raw) is str and param.convert is _to_str:
+                return raw  # the most common parameter: nothing to convert
+            location = "path"
         else:
             location, raw = "query", self.request.query_params.get(param.name)
             if raw is None:
@@ -293,8 +280,6 @@ class _Run:
                     {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
                 )
                 return _INVALID
-        if type(raw) is str and param.convert is _to_str:
-            return raw  # the most common parameter: nothing to convert
         try:
             return param.convert(raw)
         except (TypeError, ValueError):
