@@ -778,3 +778,16 @@ async def test_tasks_of_a_built_json_response_that_fails_to_send_are_logged(
         await response(scope, receive, broken_send)
     assert "Not running 1 background task(s)" in caplog.text
     assert "send_email" in caplog.text
+
+
+async def test_a_shared_dependency_with_an_invalid_value_is_reported_once() -> None:
+    def page(n: int) -> int:
+        return n
+
+    async def endpoint(a: int = Depends(page), b: int = Depends(page)) -> None:
+        raise AssertionError("the endpoint must not be called")
+
+    async with client_for(Route("/", inject(endpoint))) as client:
+        response = await client.get("/", params={"n": "x"})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["query", "n"]]

@@ -37,6 +37,7 @@ logger = logging.getLogger("afterward")
 _TASKS, _REQUEST, _DEPENDENCY, _VALUE = range(4)
 
 _NO_PARAMS: dict[str, Any] = {}
+_NOT_CACHED = object()
 
 # Returned instead of a value, or a call's result, when a request value failed validation.
 _INVALID: Any = type("_Invalid", (), {"__repr__": lambda self: "<invalid>"})()
@@ -214,8 +215,16 @@ class _Run:
         """Resolve the dependencies first (as FastAPI does), then the other parameters."""
         kwargs: dict[str, Any] = {}
         invalid = False
-        for name, dependency in plan.dependencies:
-            value = kwargs[name] = await self._dependency(dependency)
+        for name, (dependency, use_cache) in plan.dependencies:
+            if not use_cache:
+                value = await self.call(dependency)
+            else:
+                if self.cache is None:
+                    self.cache = {}
+                value = self.cache.get(dependency.func, _NOT_CACHED)
+                if value is _NOT_CACHED:
+                    value = self.cache[dependency.func] = await self.call(dependency)
+            kwargs[name] = value
             invalid = invalid or value is _INVALID
         values = self.values(plan, kwargs)
         return _INVALID if invalid else values
@@ -234,17 +243,6 @@ class _Run:
             else:
                 kwargs[name] = self.request
         return _INVALID if invalid else kwargs
-
-    async def _dependency(self, dependency: tuple[_Plan, bool]) -> Any:
-        plan, use_cache = dependency
-        if not use_cache:
-            return await self.call(plan)
-        if self.cache is None:
-            self.cache = {}
-        elif plan.func in self.cache:
-            return self.cache[plan.func]
-        value = self.cache[plan.func] = await self.call(plan)
-        return value
 
     async def invoke(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
         """Call `plan` with resolved arguments, where it is not simply awaited."""
