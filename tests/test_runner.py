@@ -70,12 +70,17 @@ def record() -> Record:
 
 @pytest.fixture
 def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Count `anyio.to_thread.run_sync` calls; each item is the limiter the call was given."""
+    """Count `anyio.to_thread.run_sync` calls; each item is the limiter the call was given.
+
+    On asyncio the limiter is passed through a view that skips an extra event-loop turn
+    (`afterward._limiter._PromptLimiter`); the item is then the limiter it stands for.
+    """
     calls: list[Any] = []
     real_run_sync = anyio.to_thread.run_sync
 
     async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("limiter"))
+        limiter = kwargs.get("limiter")
+        calls.append(getattr(limiter, "limiter", limiter))
         return await real_run_sync(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)

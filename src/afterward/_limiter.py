@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import weakref
 from asyncio import events
+from types import TracebackType
+from typing import cast
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, WouldBlock, to_thread
 from anyio.lowlevel import RunVar
 
-__all__ = ["DEFAULT_THREAD_LIMIT", "current_default_thread_limiter", "request_thread_limiter"]
+__all__ = [
+    "DEFAULT_THREAD_LIMIT",
+    "current_default_thread_limiter",
+    "for_thread_hop",
+    "request_thread_limiter",
+]
 
 DEFAULT_THREAD_LIMIT = 40
 """How many sync background tasks may run in worker threads at once, per event loop."""
@@ -53,3 +60,43 @@ def _limiters() -> tuple[CapacityLimiter, CapacityLimiter]:
     if loop is not None:
         _cached = weakref.ref(loop), limiters
     return limiters
+
+
+def for_thread_hop(limiter: CapacityLimiter) -> CapacityLimiter:
+    """Return what to pass as `limiter=` to `anyio.to_thread.run_sync` to hop under `limiter`.
+
+    On asyncio, a `_PromptLimiter` view of it; elsewhere (trio takes the limiter through its own
+    protocol) the limiter itself.
+    """
+    if events._get_running_loop() is None:
+        return limiter
+    return cast(CapacityLimiter, _PromptLimiter(limiter))
+
+
+class _PromptLimiter:
+    """Takes a free token of a limiter without the extra event-loop turn of `acquire()`.
+
+    `to_thread.run_sync` checkpoints before it enters its limiter, so cancellation has already
+    had its chance; AnyIO's asyncio `CapacityLimiter.acquire()` then checkpoints once more, which
+    costs one of the three event-loop turns of a thread hop. With no token free, this waits in
+    `acquire()` as usual, in the limiter's own queue.
+    """
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: CapacityLimiter) -> None:
+        self.limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self.limiter.acquire_nowait()
+        except WouldBlock:
+            await self.limiter.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.limiter.release()
