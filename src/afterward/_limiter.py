@@ -1,7 +1,18 @@
-"""afterward's own thread limiter, separate from the one AnyIO shares with sync endpoints."""
+"""afterward's own thread limiter, and the cheapest correct way to hop to a thread under one.
+
+Two costs of `anyio.to_thread.run_sync` are avoidable, and both are paid once per thread hop:
+
+- Looking up a limiter kept in an AnyIO `RunVar` (one per event loop) costs about 2 µs. The
+  limiters of the last event loop seen are kept here instead, the loop held by weak reference.
+- After `to_thread.run_sync` has checkpointed, the limiter's `acquire` checkpoints again: on
+  asyncio that is one of the hop's three event-loop turns. `for_thread_hop` passes a view of the
+  limiter that takes a free token at once and only waits, in the limiter's own queue, when none
+  is free.
+"""
 
 from __future__ import annotations
 
+import sys
 import weakref
 from asyncio import events
 from types import TracebackType
@@ -22,9 +33,6 @@ DEFAULT_THREAD_LIMIT = 40
 
 _default_limiter: RunVar[CapacityLimiter] = RunVar("afterward_default_thread_limiter")
 
-# Looking a RunVar up costs about 2 µs, more than the rest of a short task's bookkeeping, so the
-# limiters of the last asyncio loop seen are kept here (the loop by weak reference, so a closed
-# loop is not kept alive). Other loops, and trio, take the RunVar path, which is always right.
 _cached: tuple[weakref.ref[object], tuple[CapacityLimiter, CapacityLimiter]] | None = None
 
 
@@ -46,9 +54,20 @@ def request_thread_limiter() -> CapacityLimiter:
     return _limiters()[1]
 
 
+def _current_loop() -> object | None:
+    loop = events._get_running_loop()
+    if loop is None and "trio" in sys.modules:
+        try:
+            token: object = sys.modules["trio"].lowlevel.current_trio_token()
+        except RuntimeError:  # not in a trio run
+            return None
+        return token
+    return loop
+
+
 def _limiters() -> tuple[CapacityLimiter, CapacityLimiter]:
     global _cached
-    loop = events._get_running_loop()
+    loop = _current_loop()
     if loop is not None and _cached is not None and _cached[0]() is loop:
         return _cached[1]
     try:
@@ -63,24 +82,13 @@ def _limiters() -> tuple[CapacityLimiter, CapacityLimiter]:
 
 
 def for_thread_hop(limiter: CapacityLimiter) -> CapacityLimiter:
-    """Return what to pass as `limiter=` to `anyio.to_thread.run_sync` to hop under `limiter`.
-
-    On asyncio, a `_PromptLimiter` view of it; elsewhere (trio takes the limiter through its own
-    protocol) the limiter itself.
-    """
-    if events._get_running_loop() is None:
-        return limiter
-    return cast(CapacityLimiter, _PromptLimiter(limiter))
+    """Return what to pass as `limiter=` to `anyio.to_thread.run_sync` to hop under `limiter`."""
+    view = _PromptLimiter if events._get_running_loop() is not None else _PromptTrioLimiter
+    return cast(CapacityLimiter, view(limiter))
 
 
 class _PromptLimiter:
-    """Takes a free token of a limiter without the extra event-loop turn of `acquire()`.
-
-    `to_thread.run_sync` checkpoints before it enters its limiter, so cancellation has already
-    had its chance; AnyIO's asyncio `CapacityLimiter.acquire()` then checkpoints once more, which
-    costs one of the three event-loop turns of a thread hop. With no token free, this waits in
-    `acquire()` as usual, in the limiter's own queue.
-    """
+    """A limiter's asyncio face for `to_thread.run_sync`: a free token is taken at once."""
 
     __slots__ = ("limiter",)
 
@@ -100,3 +108,21 @@ class _PromptLimiter:
         traceback: TracebackType | None,
     ) -> None:
         self.limiter.release()
+
+
+class _PromptTrioLimiter:
+    """The same for trio, whose `to_thread.run_sync` borrows tokens on behalf of its thread."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: CapacityLimiter) -> None:
+        self.limiter = limiter
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(borrower)
+        except WouldBlock:
+            await self.limiter.acquire_on_behalf_of(borrower)
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.limiter.release_on_behalf_of(borrower)
