@@ -81,3 +81,24 @@ async def test_resizing_the_default_limiter_changes_how_many_sync_tasks_run_at_o
         assert afterward.current_default_thread_limiter().total_tokens == 1
     finally:
         limiter.total_tokens = afterward.DEFAULT_THREAD_LIMIT
+
+
+def test_outside_an_event_loop_there_is_no_loop_to_cache_limiters_for() -> None:
+    import trio  # noqa: F401 -- imported, so the trio branch is asked too
+
+    from afterward._limiter import _current_loop
+
+    assert _current_loop() is None
+
+
+@pytest.mark.anyio
+async def test_the_limiters_of_each_event_loop_are_its_own() -> None:
+    first = afterward.current_default_thread_limiter()
+    assert afterward.current_default_thread_limiter() is first  # cached
+
+    async def in_another_loop() -> anyio.CapacityLimiter:
+        return afterward.current_default_thread_limiter()
+
+    other = await anyio.to_thread.run_sync(anyio.run, in_another_loop)
+    assert other is not first
+    assert afterward.current_default_thread_limiter() is first

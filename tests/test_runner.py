@@ -910,3 +910,41 @@ async def test_stop_on_error_in_an_app_still_answers_200(
     assert response.status_code == 200
     assert record.events == []
     assert "Skipping 1 background task(s)" in error_records(caplog)[1].getMessage()
+
+
+async def test_a_suspended_task_in_its_own_context_keeps_it_and_can_be_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task whose captured context differs from the running one is driven step by step."""
+    seen: list[str] = []
+    started = anyio.Event()
+    resumed = anyio.Event()
+    cancelled: list[bool] = []
+
+    async def waits() -> None:
+        seen.append(request_id.get())
+        await resumed.wait()  # suspended here: the next steps must still be in the context
+        seen.append(request_id.get())
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            seen.append(request_id.get())
+            raise
+
+    token = request_id.set("captured")
+    tasks = BackgroundTasks()
+    tasks.add_task(waits)
+    tasks.add_task(read_request_id, seen)  # never started
+    request_id.reset(token)  # the running context now differs from the captured one
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tasks)
+            resumed.set()
+            await started.wait()
+            tg.cancel_scope.cancel()
+    assert seen == ["captured", "captured", "captured"]
+    assert cancelled == [True]
+    assert "waits was interrupted" in caplog.text
+    assert "1 task(s) never started" in caplog.text
