@@ -102,3 +102,26 @@ async def test_the_limiters_of_each_event_loop_are_its_own() -> None:
     other = await anyio.to_thread.run_sync(anyio.run, in_another_loop)
     assert other is not first
     assert afterward.current_default_thread_limiter() is first
+
+
+def test_a_plain_trio_limiter_given_to_a_collector_works_under_trio() -> None:
+    """Runs on trio only (a `trio.CapacityLimiter` exists only there), so it calls `trio.run`."""
+    import trio
+
+    ran: list[float] = []
+
+    async def main() -> None:
+        limiter = trio.CapacityLimiter(1)
+        tasks = BackgroundTasks(limiter=limiter)  # type: ignore[arg-type]
+        tasks.add_task(lambda: ran.append(limiter.borrowed_tokens))
+        async with trio.open_nursery() as nursery:
+            await limiter.acquire()  # no token free: the hop waits in trio's own queue
+            nursery.start_soon(tasks)
+            with trio.fail_after(5):
+                while limiter.statistics().tasks_waiting == 0:
+                    await trio.lowlevel.checkpoint()
+            assert ran == []
+            limiter.release()
+
+    trio.run(main)
+    assert ran == [1]

@@ -18,7 +18,7 @@ from asyncio import events
 from types import TracebackType
 from typing import cast
 
-from anyio import CapacityLimiter, WouldBlock, to_thread
+from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 
 __all__ = [
@@ -98,7 +98,7 @@ class _PromptLimiter:
     async def __aenter__(self) -> None:
         try:
             self.limiter.acquire_nowait()
-        except WouldBlock:
+        except Exception:  # WouldBlock, or a limiter that only knows acquire(): wait there
             await self.limiter.acquire()
 
     async def __aexit__(
@@ -121,7 +121,7 @@ class _PromptTrioLimiter:
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         try:
             self.limiter.acquire_on_behalf_of_nowait(borrower)
-        except WouldBlock:
+        except Exception:  # anyio's or trio's WouldBlock (a plain trio limiter works too)
             await self.limiter.acquire_on_behalf_of(borrower)
 
     def release_on_behalf_of(self, borrower: object) -> None:
