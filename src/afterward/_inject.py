@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ._attach import attach
-from ._limiter import for_thread_hop, request_thread_limiter
+from ._limiter import request_hop_limiter
 from ._params import Dependency, ValueParam, _to_str
 from ._runner import level_for, log_not_run, run_tasks
 from ._tasks import BackgroundTasks
@@ -246,22 +246,24 @@ class _Run:
 
     async def invoke(self, plan: _Plan, kwargs: dict[str, Any]) -> Any:
         """Call `plan` with resolved arguments, where it is not simply awaited."""
-        args = [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
+        args = (
+            [kwargs.pop(name) for name, _, _ in plan.params[: plan.positional]]
+            if plan.positional
+            else ()
+        )
         if plan.kind == "call":
             if plan.is_async:
                 return await plan.call(*args, **kwargs)
             return await to_thread.run_sync(
                 functools.partial(plan.call, *args, **kwargs),
-                limiter=for_thread_hop(request_thread_limiter()),
+                limiter=request_hop_limiter(),
             )
         if self.stack is None:
             self.stack = AsyncExitStack()
         manager = plan.call(*args, **kwargs)
         if plan.is_async:
             return await self.stack.enter_async_context(manager)
-        value = await to_thread.run_sync(
-            manager.__enter__, limiter=for_thread_hop(request_thread_limiter())
-        )
+        value = await to_thread.run_sync(manager.__enter__, limiter=request_hop_limiter())
         self.stack.push_async_exit(functools.partial(to_thread.run_sync, manager.__exit__))
         return value
 

@@ -5,7 +5,7 @@ Two costs of `anyio.to_thread.run_sync` are avoidable, and both are paid once pe
 - Looking up a limiter kept in an AnyIO `RunVar` (one per event loop) costs about 2 µs. The
   limiters of the last event loop seen are kept here instead, the loop held by weak reference.
 - After `to_thread.run_sync` has checkpointed, the limiter's `acquire` checkpoints again: on
-  asyncio that is one of the hop's three event-loop turns. `for_thread_hop` passes a view of the
+  asyncio that is one of the hop's three event-loop turns. The hops are given a view of the
   limiter that takes a free token at once and only waits, in the limiter's own queue, when none
   is free.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import weakref
 from asyncio import events
+from collections.abc import Callable
 from types import TracebackType
 from typing import cast
 
@@ -24,8 +25,8 @@ from anyio.lowlevel import RunVar
 __all__ = [
     "DEFAULT_THREAD_LIMIT",
     "current_default_thread_limiter",
-    "for_thread_hop",
-    "request_thread_limiter",
+    "request_hop_limiter",
+    "task_hop_limiter",
 ]
 
 DEFAULT_THREAD_LIMIT = 40
@@ -33,7 +34,9 @@ DEFAULT_THREAD_LIMIT = 40
 
 _default_limiter: RunVar[CapacityLimiter] = RunVar("afterward_default_thread_limiter")
 
-_cached: tuple[weakref.ref[object], tuple[CapacityLimiter, CapacityLimiter]] | None = None
+# (afterward's limiter, AnyIO's default limiter, and the hop views of both) of one event loop
+_Limiters = tuple[CapacityLimiter, CapacityLimiter, CapacityLimiter, CapacityLimiter]
+_cached: tuple[weakref.ref[object], _Limiters] | None = None
 
 
 def current_default_thread_limiter() -> CapacityLimiter:
@@ -49,9 +52,14 @@ def current_default_thread_limiter() -> CapacityLimiter:
     return _limiters()[0]
 
 
-def request_thread_limiter() -> CapacityLimiter:
-    """Return AnyIO's default thread limiter, the one sync endpoints and dependencies use."""
-    return _limiters()[1]
+def task_hop_limiter(limiter: CapacityLimiter | None) -> CapacityLimiter:
+    """Return the `limiter=` for a hop of sync tasks: under `limiter`, else afterward's."""
+    return _limiters()[2] if limiter is None else _hop_view()(limiter)
+
+
+def request_hop_limiter() -> CapacityLimiter:
+    """Return the `limiter=` for a hop of a sync endpoint or dependency: AnyIO's default one."""
+    return _limiters()[3]
 
 
 def _current_loop() -> object | None:
@@ -65,7 +73,7 @@ def _current_loop() -> object | None:
     return loop
 
 
-def _limiters() -> tuple[CapacityLimiter, CapacityLimiter]:
+def _limiters() -> _Limiters:
     global _cached
     loop = _current_loop()
     if loop is not None and _cached is not None and _cached[0]() is loop:
@@ -75,16 +83,18 @@ def _limiters() -> tuple[CapacityLimiter, CapacityLimiter]:
     except LookupError:
         ours = CapacityLimiter(DEFAULT_THREAD_LIMIT)
         _default_limiter.set(ours)
-    limiters = ours, to_thread.current_default_thread_limiter()
+    anyios = to_thread.current_default_thread_limiter()
+    view = _hop_view()
+    limiters = ours, anyios, view(ours), view(anyios)
     if loop is not None:
         _cached = weakref.ref(loop), limiters
     return limiters
 
 
-def for_thread_hop(limiter: CapacityLimiter) -> CapacityLimiter:
-    """Return what to pass as `limiter=` to `anyio.to_thread.run_sync` to hop under `limiter`."""
+def _hop_view() -> Callable[[CapacityLimiter], CapacityLimiter]:
+    # The views are passed where AnyIO expects a CapacityLimiter; each has what its backend uses.
     view = _PromptLimiter if events._get_running_loop() is not None else _PromptTrioLimiter
-    return cast(CapacityLimiter, view(limiter))
+    return cast("Callable[[CapacityLimiter], CapacityLimiter]", view)
 
 
 class _PromptLimiter:

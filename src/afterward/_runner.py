@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from anyio import from_thread, to_thread
 from starlette.exceptions import HTTPException
 
-from ._limiter import current_default_thread_limiter, for_thread_hop
+from ._limiter import task_hop_limiter
 from ._tasks import BackgroundTask, _entry_name
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                 end = index + 1
                 while end < len(tasks) and _is_sync(tasks[end]):
                     end += 1
-                limiter = for_thread_hop(collector.limiter or current_default_thread_limiter())
+                limiter = task_hop_limiter(collector.limiter)
                 stopped = await to_thread.run_sync(
                     _run_sync_batch, collector, tasks, end, limiter=limiter
                 )
