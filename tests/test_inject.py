@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Annotated, Any, Optional, Union
 
 import httpx
@@ -31,6 +31,29 @@ pytestmark = pytest.mark.anyio
 def client_for(*routes: Route) -> httpx.AsyncClient:
     app = Starlette(routes=list(routes))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def serve_directly(
+    endpoint: Callable[..., Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]
+) -> None:
+    """Call an `inject` endpoint and send its response the way Starlette does, with `send`."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [],
+        "query_string": b"",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    response = await inject(endpoint)(Request(scope, receive))
+    await response(scope, receive, send)
+
+
+async def client_went_away(message: MutableMapping[str, Any]) -> None:
+    raise OSError("client went away")
 
 
 # -- the request's collector ---------------------------------------------------------------
@@ -573,23 +596,10 @@ async def test_tasks_run_after_the_final_body_message_is_sent() -> None:
         tasks.add_task(order.append, "task")
         return {"a": "b"}
 
-    app = inject(endpoint)
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "GET",
-        "path": "/",
-        "headers": [],
-        "query_string": b"",
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
     async def send(message: MutableMapping[str, Any]) -> None:
         order.append(message["type"])
 
-    response = await app(Request(scope, receive))
-    await response(scope, receive, send)
+    await serve_directly(endpoint, send)
     assert order == ["http.response.start", "http.response.body", "task"]
 
 
@@ -696,17 +706,8 @@ async def test_when_sending_the_response_fails_tasks_are_logged_and_dependencies
         tasks.add_task(send_email)
         return {"a": "b"}
 
-    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def broken_send(message: MutableMapping[str, Any]) -> None:
-        raise OSError("client went away")
-
-    response = await inject(endpoint)(Request(scope, receive))
     with pytest.raises(OSError, match="client went away"):
-        await response(scope, receive, broken_send)
+        await serve_directly(endpoint, client_went_away)
     assert events == ["teardown saw OSError"]
     assert "Not running 1 background task(s) because sending the response raised OSError" in (
         caplog.text
@@ -765,17 +766,8 @@ async def test_tasks_of_a_built_json_response_that_fails_to_send_are_logged(
         tasks.add_task(send_email)
         return {"a": "b"}
 
-    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def broken_send(message: MutableMapping[str, Any]) -> None:
-        raise OSError("client went away")
-
-    response = await inject(endpoint)(Request(scope, receive))
     with pytest.raises(OSError, match="client went away"):
-        await response(scope, receive, broken_send)
+        await serve_directly(endpoint, client_went_away)
     assert "Not running 1 background task(s)" in caplog.text
     assert "send_email" in caplog.text
 
