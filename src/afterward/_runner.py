@@ -176,22 +176,21 @@ async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: 
                 await result
         except Exception:
             logger.exception("The on_error callback failed while handling %s.", name)
-    if collector.stop_on_error and collector._next < len(collector.tasks):
-        skipped = collector.tasks[collector._next :]
-        collector._next = len(collector.tasks)
-        logger.error(
-            "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
-            len(skipped),
-            name,
-            ", ".join(map(_entry_name, skipped)),
-        )
+    if collector.stop_on_error:
+        skipped = _take_pending(collector)
+        if skipped:
+            logger.error(
+                "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
+                len(skipped),
+                name,
+                _names(skipped),
+            )
 
 
 def _log_abandoned(
     collector: BackgroundTasks, running: StarletteTask | None, exc: BaseException
 ) -> None:
-    never_started = collector.tasks[collector._next :]
-    collector._next = len(collector.tasks)
+    never_started = _take_pending(collector)
     if running is None and not never_started:
         return
     logger.warning(
@@ -199,22 +198,32 @@ def _log_abandoned(
         type(exc).__name__,
         f"{_entry_name(running)} was interrupted" if running is not None else "none was running",
         len(never_started),
-        ", ".join(map(_entry_name, never_started)) or "none",
+        _names(never_started) or "none",
     )
 
 
 def log_not_run(tasks: BackgroundTasks, reason: str, level: int = logging.WARNING) -> None:
     """Log, by name, the tasks of `tasks` that have not run and now never will; mark them done."""
-    pending = tasks.pending
+    pending = _take_pending(tasks)
     if pending:
-        tasks._next = len(tasks.tasks)
         logger.log(
             level,
             "Not running %d background task(s) because %s: %s.",
             len(pending),
             reason,
-            ", ".join(map(_entry_name, pending)),
+            _names(pending),
         )
+
+
+def _take_pending(collector: BackgroundTasks) -> list[StarletteTask]:
+    """Return the tasks not started yet, and mark them as done: none of them will run now."""
+    pending = collector.tasks[collector._next :]
+    collector._next = len(collector.tasks)
+    return pending
+
+
+def _names(tasks: list[StarletteTask]) -> str:
+    return ", ".join(map(_entry_name, tasks))
 
 
 def level_for(exc: BaseException) -> int:
