@@ -86,9 +86,6 @@ class _Plan:
             self.dependencies.append((param[0], param[2]))
         else:
             self.simple.append(param)
-        # The common case, awaited in place without a helper coroutine: an async function
-        # called with keyword arguments only.
-        self.direct = self.kind == "call" and self.is_async and not self.positional
 
 
 def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]:
@@ -327,6 +324,9 @@ def _analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...]) -> 
         if parameter.kind is parameter.POSITIONAL_ONLY:
             plan.positional += 1
         plan.add(_analyse_parameter(parameter, where, (*seen, func)))
+    # The common case, awaited in place without a helper coroutine: an async function called
+    # with keyword arguments only.
+    plan.direct = plan.kind == "call" and plan.is_async and not plan.positional
     return plan
 
 
