@@ -76,8 +76,9 @@ def _current_loop() -> object | None:
 def _limiters() -> _Limiters:
     global _cached
     loop = _current_loop()
-    if loop is not None and _cached is not None and _cached[0]() is loop:
-        return _cached[1]
+    cached = _cached  # read once: event loops in other threads may replace it meanwhile
+    if loop is not None and cached is not None and cached[0]() is loop:
+        return cached[1]
     try:
         ours = _default_limiter.get()
     except LookupError:
