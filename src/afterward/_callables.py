@@ -182,7 +182,8 @@ def _build(func: Any, key: object) -> TaskShape:
 def _binding_message(
     func: Any, shape: TaskShape, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> str:
-    assert shape.signature is not None  # only checkable shapes refuse a call
+    if shape.signature is None:  # only checkable shapes refuse a call
+        raise AssertionError(f"{shape.name} has no signature, so no call can be refused")
     try:
         shape.signature.bind(*args, **kwargs)
         reason = "they do not bind"
