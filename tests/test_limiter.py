@@ -125,3 +125,23 @@ def test_a_plain_trio_limiter_given_to_a_collector_works_under_trio() -> None:
 
     trio.run(main)
     assert ran == [1]
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_run_waiting_for_a_thread_token_leaks_no_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = anyio.CapacityLimiter(1)
+    ran: list[str] = []
+    tasks = BackgroundTasks(limiter=limiter)
+    tasks.add_task(ran.append, "never")
+    async with anyio.create_task_group() as tg:
+        await limiter.acquire()  # the only token is taken: the hop has to wait for it
+        tg.start_soon(tasks)
+        await wait_until_a_task_waits_for(limiter)
+        tg.cancel_scope.cancel()
+    limiter.release()
+    assert ran == []
+    assert limiter.borrowed_tokens == 0
+    assert limiter.statistics().tasks_waiting == 0
+    assert "1 task(s) never started" in caplog.text
