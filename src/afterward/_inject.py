@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 
 from ._attach import attach
 from ._limiter import request_hop_limiter
-from ._params import Dependency, ValueParam, _to_str
+from ._params import Dependency, ValueParam
 from ._runner import level_for, log_not_run, run_tasks
 from ._tasks import BackgroundTasks
 
@@ -267,7 +267,7 @@ class _Run:
     def _value(self, param: ValueParam) -> Any:
         raw = self.path_params.get(param.name)  # never None for a parameter that is there
         if raw is not None:
-            if type(raw) is str and param.convert is _to_str:
+            if param.is_str and type(raw) is str:
                 return raw  # the most common parameter: nothing to convert
             location = "path"
         else:

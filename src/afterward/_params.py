@@ -52,12 +52,13 @@ def Depends(dependency: Callable[..., Any] | None = None, *, use_cache: bool = T
 class ValueParam:
     """A parameter read from the path, else from the query string."""
 
-    __slots__ = ("convert", "default", "error_type", "message", "name", "required")
+    __slots__ = ("convert", "default", "error_type", "is_str", "message", "name", "required")
 
     def __init__(self, name: str, annotation: Any, default: Any, required: bool) -> None:
         convert, error_type, message = converter_for(annotation)
         self.name = name
         self.convert = convert
+        self.is_str = convert is _to_str  # a str value then needs no conversion at all
         self.error_type = error_type
         self.message = message
         self.default = default
