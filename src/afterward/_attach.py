@@ -17,8 +17,8 @@ from starlette.background import BackgroundTasks as _StarletteTasks
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._runner import level_for, log_not_run
-from ._tasks import BackgroundTasks, _entry_name
+from ._report import entry_name, level_for, log_not_run
+from ._tasks import BackgroundTasks
 
 __all__ = ["attach"]
 
@@ -102,7 +102,7 @@ class _AttachedTasks(BackgroundTasks):
         # (a wrapper made for a Starlette collector has a cursor of its own and would run it
         # a second time otherwise).
         self.sources = sources or tuple(source for task in tasks for source in _sources_of(task))
-        self.name = " + ".join(map(_entry_name, tasks))
+        self.name = " + ".join(map(entry_name, tasks))
 
 
 def _as_collector(tasks: object) -> BackgroundTasks:
@@ -113,7 +113,7 @@ def _as_collector(tasks: object) -> BackgroundTasks:
         # Share the list, so that a task added to the Starlette collector after attach() still
         # runs instead of being dropped silently.
         wrapper.tasks = tasks.tasks
-        wrapper.name = _entry_name(tasks)
+        wrapper.name = entry_name(tasks)
         return wrapper
     if isinstance(tasks, _StarletteTask):  # afterward's BackgroundTask too: it subclasses it
         return _AttachedTasks([tasks], sources=(tasks,))

@@ -26,7 +26,8 @@ from starlette.websockets import WebSocket
 from ._attach import attach
 from ._limiter import request_hop_limiter
 from ._params import Dependency, ValueParam
-from ._runner import level_for, log_not_run, run_tasks
+from ._report import level_for, log_not_run
+from ._runner import run_tasks
 from ._tasks import BackgroundTasks
 
 __all__ = ["inject"]
@@ -142,7 +143,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 await run.stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         tasks = run.tasks
-        if tasks is not None and tasks._next == len(tasks.tasks):
+        if tasks is not None and not tasks.has_pending():
             tasks = None  # nothing to run
         if tasks is None and run.stack is None:
             return response

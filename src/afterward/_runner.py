@@ -10,26 +10,23 @@ swallowed: the tasks it prevents are logged by name before it propagates.
 from __future__ import annotations
 
 import inspect
-import logging
 import types
 from collections.abc import Generator
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
 from anyio import from_thread, to_thread
-from starlette.exceptions import HTTPException
 
 from ._limiter import task_hop_limiter
-from ._tasks import BackgroundTask, _entry_name
+from ._report import entry_name, logger, names
+from ._tasks import BackgroundTask
 
 if TYPE_CHECKING:
     from starlette.background import BackgroundTask as StarletteTask
 
     from ._tasks import BackgroundTasks
 
-__all__ = ["level_for", "log_not_run", "run_tasks"]
-
-logger = logging.getLogger("afterward")
+__all__ = ["run_tasks"]
 
 
 async def run_tasks(collector: BackgroundTasks) -> None:
@@ -159,7 +156,7 @@ def _resume(context: Context, iterator: Any, yielded: Any) -> Generator[Any, Any
 
 
 async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: Exception) -> None:
-    name = _entry_name(task)
+    name = entry_name(task)
     logger.error(
         "Background task %s failed; %s.",
         name,
@@ -177,57 +174,26 @@ async def _report_failure(collector: BackgroundTasks, task: StarletteTask, exc: 
         except Exception:
             logger.exception("The on_error callback failed while handling %s.", name)
     if collector.stop_on_error:
-        skipped = _take_pending(collector)
+        skipped = collector.skip_pending()
         if skipped:
             logger.error(
                 "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
                 len(skipped),
                 name,
-                _names(skipped),
+                names(skipped),
             )
 
 
 def _log_abandoned(
     collector: BackgroundTasks, running: StarletteTask | None, exc: BaseException
 ) -> None:
-    never_started = _take_pending(collector)
+    never_started = collector.skip_pending()
     if running is None and not never_started:
         return
     logger.warning(
         "Background tasks stopped by %s: %s; %d task(s) never started: %s.",
         type(exc).__name__,
-        f"{_entry_name(running)} was interrupted" if running is not None else "none was running",
+        f"{entry_name(running)} was interrupted" if running is not None else "none was running",
         len(never_started),
-        _names(never_started) or "none",
+        names(never_started) or "none",
     )
-
-
-def log_not_run(tasks: BackgroundTasks, reason: str, level: int = logging.WARNING) -> None:
-    """Log, by name, the tasks of `tasks` that have not run and now never will; mark them done."""
-    pending = _take_pending(tasks)
-    if pending:
-        logger.log(
-            level,
-            "Not running %d background task(s) because %s: %s.",
-            len(pending),
-            reason,
-            _names(pending),
-        )
-
-
-def _take_pending(collector: BackgroundTasks) -> list[StarletteTask]:
-    """Return the tasks not started yet, and mark them as done: none of them will run now."""
-    pending = collector.tasks[collector._next :]
-    collector._next = len(collector.tasks)
-    return pending
-
-
-def _names(tasks: list[StarletteTask]) -> str:
-    return ", ".join(map(_entry_name, tasks))
-
-
-def level_for(exc: BaseException) -> int:
-    """Return the level for tasks not run because of `exc`: INFO for an HTTPException."""
-    # An HTTPException is a deliberate answer (404, 403...): its tasks not running is the
-    # documented behaviour, not an incident.
-    return logging.INFO if isinstance(exc, HTTPException) else logging.WARNING

@@ -11,8 +11,9 @@ from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 from typing_extensions import ParamSpec
 
-from ._callables import TaskShape, check_call, task_name
+from ._callables import TaskShape, check_call
 from ._callables import _cache as _shapes
+from ._report import names
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -104,8 +105,7 @@ class BackgroundTasks(_StarletteTasks):
             self.limiter = limiter
 
     def __repr__(self) -> str:
-        names = ", ".join(_entry_name(task) for task in self.tasks)
-        return f"<BackgroundTasks [{names}]>"
+        return f"<BackgroundTasks [{names(self.tasks)}]>"
 
     def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
         """Add `func(*args, **kwargs)` to run after the response.
@@ -133,6 +133,20 @@ class BackgroundTasks(_StarletteTasks):
         """The tasks that have not been started yet."""
         return self.tasks[self._next :]
 
+    def has_pending(self) -> bool:
+        """Return whether some task has not been started yet."""
+        return self._next < len(self.tasks)
+
+    def skip_pending(self) -> list[_StarletteTask]:
+        """Mark the tasks not started yet as done, without running them, and return them.
+
+        Used where a run ends early (a failed request, `stop_on_error`, cancellation): the caller
+        logs the returned tasks by name, and running the collector again will not start them.
+        """
+        pending = self.tasks[self._next :]
+        self._next = len(self.tasks)
+        return pending
+
     async def __call__(self) -> None:
         """Run the tasks that have not run yet, in order."""
         await _runner.run_tasks(self)
@@ -148,13 +162,6 @@ def _fill(task: Any, func: Any, args: Any, kwargs: Any, shape: TaskShape) -> Non
     task.is_async = shape.is_async
     task.name = shape.name
     task.context = contextvars.copy_context()
-
-
-def _entry_name(task: object) -> str:
-    name = getattr(task, "name", None)
-    if isinstance(name, str):
-        return name
-    return task_name(getattr(task, "func", task))
 
 
 # The runner executes these classes and the collector's `__call__` hands itself to the runner, so

@@ -47,7 +47,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from starlette.websockets import WebSocketDisconnect
 
 import afterward
-from afterward._runner import level_for, log_not_run
+from afterward._report import level_for, log_not_run
 
 __all__ = ["BackgroundTasks", "get_background_tasks"]
 
