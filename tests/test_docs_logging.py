@@ -22,13 +22,13 @@ import httpx
 import pytest
 from starlette.responses import JSONResponse
 
-from tests.docs_blocks import blocks, run_blocks
+from docs_blocks import blocks, run_blocks
 
 PAGE = "logging.md"
 TIMEOUT = 10
 
 # The app the page's examples are about, as the module `myapp` (the name in the page's logs).
-MYAPP = '''
+MYAPP = """
 from fastapi import FastAPI, HTTPException
 
 from afterward.fastapi import BackgroundTasks
@@ -56,7 +56,7 @@ async def refused(order_id: int, background_tasks: BackgroundTasks) -> dict[str,
     background_tasks.add_task(send_invoice, order_id)
     background_tasks.add_task(send_welcome, order_id)
     raise HTTPException(status_code=403)
-'''
+"""
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ async def test_a_failure_looks_as_the_page_shows(
         assert (await client.post("/orders/42")).status_code == 200
     [record] = [r for r in caplog.records if r.name == "afterward"]
     assert record.levelno == logging.ERROR
-    assert record.afterward_task == "myapp.send_invoice"
+    assert getattr(record, "afterward_task", None) == "myapp.send_invoice"
     assert matches(text_block("failure"), formatted(record))
     shown = text_block("failure")
     assert formatted(record)[0] == shown[0]
@@ -132,7 +132,7 @@ async def test_tasks_not_run_look_as_the_page_shows(
 
 
 class Server:
-    """A uvicorn subprocess whose output lines (stderr, and stdout for its access log) a thread reads."""
+    """A uvicorn subprocess whose output (stderr, and stdout for access logs) a thread reads."""
 
     def __init__(self, command: list[str], cwd: Path) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
@@ -231,9 +231,7 @@ def test_without_a_handler_uvicorn_prints_the_failure_bare_and_drops_info(app_di
     """What the page says happens before the `afterward` logger gets a handler."""
     command = [sys.executable, "-m", "uvicorn", "myapp:app", "--host", "127.0.0.1", "--port", "0"]
     printed = serve(command, app_dir, info=False)
-    assert (
-        "Background task myapp.send_invoice failed; the remaining tasks still run." in printed
-    )
+    assert "Background task myapp.send_invoice failed; the remaining tasks still run." in printed
     assert not any("Not running" in line for line in printed)
 
 
