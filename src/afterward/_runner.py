@@ -153,7 +153,10 @@ async def _run_in(collector: BackgroundTasks, task: BackgroundTask, context: Con
     if task.is_async:
         awaitable = call()
     else:
-        awaitable = await to_thread.run_sync(call, limiter=task_hop_limiter(collector.limiter))
+        # Boxed: trio refuses a thread's function that returns a coroutine.
+        [awaitable] = await to_thread.run_sync(
+            lambda: [call()], limiter=task_hop_limiter(collector.limiter)
+        )
         if awaitable is None or not inspect.isawaitable(awaitable):
             return
     iterator = awaitable if type(awaitable) is types.CoroutineType else awaitable.__await__()
