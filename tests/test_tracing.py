@@ -8,12 +8,17 @@ records which span was current while it ran.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import fastapi
 import httpx
 import logfire
@@ -99,7 +104,8 @@ def task_spans(exporter: InMemorySpanExporter) -> list[TaskSpan]:
     for span in spans:
         if not span.name.startswith(("BackgroundTask", "fastapi.background_task")):
             continue
-        assert span.parent is not None and span.context is not None
+        assert span.parent is not None
+        assert span.context is not None
         parent = by_id[span.parent.span_id]
         attributes = dict(span.attributes or {})
         result.append(
@@ -144,8 +150,11 @@ async def get(app: ASGIApp, path: str) -> None:
 
 
 def side_by_side_app(seen: Seen, **options: Any) -> fastapi.FastAPI:
-    """/stock queues on FastAPI's collector, /ours on afterward's given as the response's background,
-    /dropin on the `afterward.fastapi` drop-in."""
+    """Return an app queueing the same tasks three ways.
+
+    /stock on FastAPI's collector, /ours on afterward's given as the response's `background`,
+    /dropin on the `afterward.fastapi` drop-in.
+    """
     app = fastapi.FastAPI(**options)
 
     @app.get("/stock")
@@ -247,12 +256,14 @@ async def test_failing_task_marks_its_span_and_is_still_isolated_and_logged(
     assert (failed.name, failed.status.status_code) == ("BackgroundTask fail", StatusCode.ERROR)
     assert [event.name for event in failed.events] == ["exception"]
     assert (after.name, after.status.status_code) == ("BackgroundTask notify", StatusCode.UNSET)
-    assert after.context is not None and seen["next"] == after.context.span_id
+    assert after.context is not None
+    assert seen["next"] == after.context.span_id
     [record] = caplog.records
     assert record.getMessage() == (
         f"Background task {__name__}.fail failed; the remaining tasks still run."
     )
-    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
 
 
 async def test_starlette_task_in_an_afterward_collector_keeps_its_span(
@@ -393,8 +404,29 @@ async def test_starlette_instrumentation_traces_no_task_starlette_or_afterward(
 # --- the hook itself ----------------------------------------------------------------------------
 
 
-def test_no_hook_without_instrumentation() -> None:
-    assert _tracing.active_hook() is None
+def test_no_hook_without_instrumentation(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _tracing.active_hook() is None  # FastAPI imported, its telemetry off
+    monkeypatch.delitem(sys.modules, "fastapi.telemetry")
+    assert _tracing.active_hook() is None  # a FastAPI without native telemetry
+
+
+async def test_an_async_task_keeps_its_span_current_across_suspensions(
+    otel_app: fastapi.FastAPI, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    current: list[int] = []
+
+    async def suspends() -> None:
+        for _ in range(3):
+            current.append(trace.get_current_span().get_span_context().span_id)
+            await anyio.lowlevel.checkpoint()
+
+    tasks = afterward.BackgroundTasks()
+    tasks.add_task(suspends)
+    with trace.get_tracer("t", tracer_provider=provider).start_as_current_span("r"):
+        await tasks()
+
+    [span] = task_spans(exporter)
+    assert current == [span.span_id] * 3
 
 
 def test_a_wrapper_that_keeps_the_original_name_is_still_recognised(
@@ -440,10 +472,6 @@ async def test_a_wrapper_that_never_calls_the_task_is_reported_as_its_failure(
 async def test_traced_tasks_run_in_their_captured_context_on_afterwards_limiter(
     otel_app: fastapi.FastAPI, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    import contextvars
-
-    import anyio
-
     variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable", default="unset")
     limiter = anyio.CapacityLimiter(1)
     found: list[tuple[str, float]] = []
@@ -486,13 +514,9 @@ async def test_a_sync_task_returning_an_awaitable_is_awaited_in_its_span(
 
 
 def test_importing_afterward_imports_no_tracing_package() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys, afterward; "
         "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'logfire'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-

@@ -47,7 +47,9 @@ async def run_tasks(collector: BackgroundTasks) -> None:
                 collector._next = index + 1
                 running = entry
                 try:
-                    await run_through_hook(hook, entry, partial(_run_in, collector) if ours else None)
+                    await run_through_hook(
+                        hook, entry, partial(_run_in, collector) if ours else None
+                    )
                 except Exception as exc:
                     await _report_failure(collector, entry, exc)
                 running = None

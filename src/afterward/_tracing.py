@@ -1,4 +1,4 @@
-"""Per-task spans: afterward's tasks go through the hooks tracing tools put on Starlette and FastAPI.
+"""Per-task spans: afterward's tasks run through the tracing hooks on the frameworks' tasks.
 
 Tracing tools give each background task a span by hooking the frameworks' own task running:
 `opentelemetry-instrumentation-fastapi` (and logfire, which uses it) replaces
@@ -91,12 +91,8 @@ async def run_through_hook(hook: TraceHook, entry: Any, execute: Execute | None)
     Raises:
         Exception: Whatever the entry raised, after the hook has seen it.
     """
-    if execute is not None:
-        stand_in: _StandIn | None = _StandIn(entry, execute, copy_context())
-        task: Any = _proxy_task(stand_in)
-    else:
-        stand_in = None
-        task = entry
+    stand_in = None if execute is None else _StandIn(entry, execute, copy_context())
+    task: Any = entry if stand_in is None else _proxy_task(stand_in)
     if hook.fastapi_tasks is not None and hasattr(task, "func"):
         await hook.fastapi_tasks([task])()
     else:
@@ -112,10 +108,8 @@ async def run_through_hook(hook: TraceHook, entry: Any, execute: Execute | None)
 def _proxy_task(stand_in: _StandIn) -> StarletteTask:
     """Return a plain Starlette task whose (async) function is `stand_in`, without `__init__`."""
     task = StarletteTask.__new__(StarletteTask)
-    task.func = stand_in
-    task.args = ()
-    task.kwargs = {}
-    task.is_async = True
+    # What Starlette's `__init__` sets, without its inspection of the function.
+    vars(task).update(func=stand_in, args=(), kwargs={}, is_async=True)
     return task
 
 
