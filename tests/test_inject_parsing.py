@@ -53,13 +53,14 @@ def apps(endpoint: Callable[..., Any]) -> tuple[httpx.AsyncClient, httpx.AsyncCl
 NUMBERS = [
     "2", "2.0", "2.00", "-2.0", "+2.0", "2.5", "2.", ".0", "1_000", "1_000.0", "1__0", "_1", "1_",
     " 2 ", "\t3\n", "\u00a03", "\u20033", "\x1c3", "\u200b3", "+2", "-0", "00012", "0x10", "1e3",
-    "1E5", "1e+5", "1e1_0", "inf", "-inf", "Infinity", "nan", "NaN", "٣", "۳.0", "２", "½", "",
+    "1E5", "1e+5", "1e1_0", "inf", "-inf", "Infinity", "nan", "NaN", "\u0663",
+    "\u06f3.0", "\uff12", "\u00bd", "",
     "  ", "1 000", "--2", "2.0_", "1.0_0", "9" * 4300, "9" * 4301, "-" + "9" * 4301,
     "0" * 4300 + "1", "9" * 4300 + ".0", "9" * 5000, "abc", "true",
 ]  # fmt: skip
 BOOLS = [
     "true", "True", "TRUE", "tRuE", "1", "0", "yes", "YES", "y", "on", "On", "off", "no", "n",
-    "f", "t", "false", " true", "true ", "2", "1.0", "0.0", "", "١", "nope",
+    "f", "t", "false", " true", "true ", "2", "1.0", "0.0", "", "\u0661", "nope",
 ]  # fmt: skip
 
 
@@ -70,7 +71,6 @@ async def assert_same_answers(endpoint: Callable[..., Any], urls: list[str]) -> 
             expected = await fastapi.get(url)
             got = await starlette.get(url)
             assert (got.status_code, got.json()) == (expected.status_code, expected.json()), url
-
 
 
 def urls(path: str, name: str, values: list[str]) -> list[str]:

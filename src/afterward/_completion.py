@@ -13,6 +13,7 @@ connection the teardown would return (the SQLAlchemy `get_db` deadlock, FastAPI 
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, TypeVar
@@ -98,12 +99,9 @@ class _Completing(Response):
                     _skip(collector, "the response was not completed (the client went away)")
 
 
-def _skip(collector: BackgroundTasks | None, reason: str, level: int | None = None) -> None:
+def _skip(collector: BackgroundTasks | None, reason: str, level: int = logging.WARNING) -> None:
     if collector is not None:
-        if level is None:
-            log_not_run(collector, reason)
-        else:
-            log_not_run(collector, reason, level)
+        log_not_run(collector, reason, level)
 
 
 _classes: dict[type[Response], type[_Completing]] = {}
