@@ -14,8 +14,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, cast, get_args, get_origin
 
+import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_typed_signature
 from fastapi.params import Depends
@@ -100,16 +101,27 @@ def _routes_of(app: Any) -> Sequence[BaseRoute]:
 
 
 def _find(routes: Iterable[BaseRoute], prefix: str) -> Iterator[OptOut]:
-    for route in routes:
-        if isinstance(route, APIRoute):
+    for route in _effective(routes):
+        original = getattr(route, "original_route", route)
+        if isinstance(original, APIRoute):
             methods = ",".join(sorted(route.methods or ()))
             yield from _find_in(route.dependant, f"{methods} {prefix}{route.path}", route.endpoint)
-        elif isinstance(route, APIWebSocketRoute):
+        elif isinstance(original, APIWebSocketRoute):
             yield from _find_in(route.dependant, f"WEBSOCKET {prefix}{route.path}", route.endpoint)
-        elif isinstance(route, Mount):
-            yield from _find(route.routes, prefix + route.path)
-        elif isinstance(route, Host):
-            yield from _find(route.routes, prefix)
+        elif isinstance(original, Mount):
+            yield from _find(original.routes, prefix + route.path)
+        elif isinstance(original, Host):
+            yield from _find(original.routes, prefix)
+
+
+def _effective(routes: Iterable[BaseRoute]) -> Iterable[Any]:
+    # Since FastAPI 0.16x an included router is one lazy route; `iter_route_contexts` (what its
+    # OpenAPI generation uses) yields each route as included: prefix, router dependencies and all.
+    # Earlier versions copy the routes into the app, so they are the effective ones already.
+    iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_route_contexts is None:  # pragma: no cover - FastAPI < 0.16x
+        return routes
+    return cast(Iterable[Any], iter_route_contexts(list(routes)))
 
 
 def _find_in(root: Dependant, route: str, endpoint: Callable[..., Any]) -> Iterator[OptOut]:
