@@ -20,10 +20,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from test_e2e_uvicorn import TIMEOUT, RecordOutcome, serving
 
 import afterward
 from afterward.fastapi import BackgroundTasks
+from test_e2e_uvicorn import TIMEOUT, RecordOutcome, serving
 
 pytestmark = pytest.mark.anyio
 
