@@ -247,6 +247,26 @@ def test_an_attached_response_keeps_its_class_name_and_isinstance() -> None:
     assert type(attach(first, BackgroundTasks())) is type(first)  # not a subclass of a subclass
 
 
+async def test_a_background_replaced_after_attach_is_what_runs_and_can_be_attached_to() -> None:
+    events: list[str] = []
+    response = attach(JSONResponse({}), BackgroundTasks())
+    watching = type(response)
+
+    response.background = None
+    await call(response, events)
+    assert events == [START, BODY]  # the user's choice: nothing attached any more
+
+    events.clear()
+    response.background = StarletteTask(record, events, "replaced")
+    tasks = BackgroundTasks()
+    tasks.add_task(record, events, "attached again")
+    attach(response, tasks)
+    await call(response, events)
+
+    assert type(response) is watching
+    assert events == [START, BODY, "replaced", "attached again"]
+
+
 async def test_a_second_collector_attached_later_runs_after_the_first_and_is_watched_too(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
