@@ -573,17 +573,22 @@ def main(argv: Sequence[str]) -> int:
                     f"{suite.project}:{name} mentions background tasks but is neither selected "
                     f"nor excluded: add it to its Suite in scripts/compat.py."
                 )
-            changed = prepare(root, suite)
+            try:
+                changed = prepare(root, suite)
+            except RewriteError as exc:
+                raise SystemExit(str(exc)) from exc
             print(f"{suite.project}: imports rewritten in {changed} files.", flush=True)
         print("Running the upstream tests ...", flush=True)
+        tests_started = time.monotonic()
         with ThreadPoolExecutor(len(SUITES)) as pool:
             runs = list(
                 pool.map(lambda s: run_suite(python, roots[s.project], s, plugin_dir), SUITES)
             )
+        tests_took = time.monotonic() - tests_started
     verdict = judge(runs, EXPECTED)
     verdict.problems[:0] = problems
     report(runs, verdict, EXPECTED)
-    print(f"Took {time.monotonic() - started:.1f} s.")
+    print(f"Took {time.monotonic() - started:.1f} s, of which the tests {tests_took:.1f} s.")
     return 0 if verdict.ok else 1
 
 
