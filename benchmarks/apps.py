@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from afterward import BackgroundTasks, Depends, inject
 
-from .harness import HttpRequest, Scenario, Target
+from .harness import HttpRequest, Scenario
+from .results import Target
 
 __all__ = ["EMAIL", "EXECUTED", "QUERY", "REQUEST", "VARIANTS", "scenarios"]
 
