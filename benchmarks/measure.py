@@ -95,19 +95,21 @@ def profile(backend: str, variant: str, *, scale: float, names: Sequence[str] | 
     for scenario in select(scenarios(), names):
         requests = max(1, round(scenario.requests * scale))
         profiler = cProfile.Profile()
-
-        async def run(scenario: Scenario = scenario, requests: int = requests) -> None:
-            await measure_round(scenario, variant, requests)  # warm up caches and threads
-            gc.collect()
-            profiler.enable()
-            await measure_round(scenario, variant, requests, collect_garbage=False)
-            profiler.disable()
-
-        anyio.run(run, backend=backend)
+        anyio.run(_profiled_round, profiler, scenario, variant, requests, backend=backend)
         print(f"=== {scenario.name} / {variant}: {requests} requests, {backend} ===")
         stats = pstats.Stats(profiler, stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(25)
         stats.sort_stats("cumulative").print_stats(25)
+
+
+async def _profiled_round(
+    profiler: cProfile.Profile, scenario: Scenario, variant: str, requests: int
+) -> None:
+    await measure_round(scenario, variant, requests)  # warm up caches and threads
+    gc.collect()
+    profiler.enable()
+    await measure_round(scenario, variant, requests, collect_garbage=False)
+    profiler.disable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import _venv  # found through the path entry above, on every platform
 
+ROOT = _venv.ROOT
 EXTRAS = ["test"]
-"""The extras installed into `.venv`: `test` holds fastapi and trio (shared with scripts/test.py)."""
+"""The extras `.venv` needs: `test` has fastapi and trio (and is what scripts/test.py installs)."""
 
 BACKENDS = ("asyncio", "trio")
 MODES = ("pinned", "plain")  # the same as benchmarks.results.MODES, which needs no import here
