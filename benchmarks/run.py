@@ -146,7 +146,8 @@ def benchmark(
     from benchmarks.results import Run, judge
 
     print(f"afterward benchmark: {rounds} rounds per variant, request scale {scale:g}")
-    print(describe_machine(), flush=True)
+    print(describe_machine())
+    print(_load("at the start"), flush=True)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="afterward-bench-") as folder:
         for backend in backends:
@@ -167,6 +168,7 @@ def benchmark(
     if save is not None:
         save.write_text(json.dumps([run.to_json() for run in runs], indent=1))
     outcomes = judge(runs)
+    print(_load("at the end"))
     print()
     print(format_rates(runs))
     print()
@@ -182,6 +184,17 @@ def benchmark(
         return 1
     print(f"All {len(outcomes)} targets met.")
     return 0
+
+
+def _load(when: str) -> str:
+    """Say how busy the machine is: other processes make the rounds noisy (see the README)."""
+    if not hasattr(os, "getloadavg"):
+        return f"load average {when}: unknown on this platform"
+    one, five, fifteen = os.getloadavg()
+    return (
+        f"load average {when}: {one:.1f} (1 min), {five:.1f} (5 min), {fifteen:.1f} (15 min) "
+        f"on {os.cpu_count()} CPUs"
+    )
 
 
 def _launch(command: list[str]) -> int:
