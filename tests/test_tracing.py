@@ -12,7 +12,7 @@ import contextvars
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -331,11 +331,148 @@ async def test_with_otel_instrumentation_too_fastapi_defers_and_afterward_matche
     try:
         stock = await run_side_by_side(app, exporter, "/stock")
         ours = await run_side_by_side(app, exporter, "/ours")
+        dropin = await run_side_by_side(app, exporter, "/dropin")
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
 
     assert shape(stock) == OTEL_TASKS
-    assert shape(ours) == shape(stock)
+    assert shape(ours) == shape(dropin) == shape(stock)
+
+
+# --- the drop-in next to FastAPI's collector, a response's own background, a websocket ----------
+
+
+def native_or_otel_app(
+    tool: str, provider: TracerProvider, seen: Seen
+) -> tuple[fastapi.FastAPI, Callable[[], None]]:
+    """Return an app traced by `tool` ("native": FastAPI's telemetry, "otel": the
+    instrumentation), with the function that undoes the instrumentation."""
+    if tool == "native":
+        telemetry = {"tracer_provider": provider, "metrics": False, "logs": False}
+        return side_by_side_app(seen, telemetry=telemetry), lambda: None
+    app = side_by_side_app(seen)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    return app, partial(FastAPIInstrumentor.uninstrument_app, app)
+
+
+TOOLS = pytest.mark.parametrize("tool", ["native", "otel"])
+
+
+@TOOLS
+async def test_dropin_and_fastapi_tasks_of_one_request_get_fastapi_s_spans_in_add_order(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # The drop-in's collector is one entry of FastAPI's, before the tasks added to FastAPI's
+    # after it was resolved: those keep FastAPI's semantics, a failure stops the rest.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+    calls: list[tuple[Callable[[Seen, str], object], str]] = [
+        (send_email, "1"),
+        (notify, "2"),
+        (write_log, "3"),
+        (fail, "4"),
+        (Audit(), "5"),
+    ]
+
+    @app.get("/mixed")
+    def mixed(
+        background_tasks: afterward.fastapi.BackgroundTasks, native: fastapi.BackgroundTasks
+    ) -> dict[str, str]:
+        for tasks, (func, tag) in zip([background_tasks] * 2 + [native] * 3, calls, strict=True):
+            tasks.add_task(func, seen, f"m{tag}")
+        return {}
+
+    @app.get("/all-native")
+    def all_native(native: fastapi.BackgroundTasks) -> dict[str, str]:
+        for func, tag in calls:
+            native.add_task(func, seen, f"n{tag}")
+        return {}
+
+    try:
+        stock = await run_side_by_side(app, exporter, "/all-native")
+        spans = await run_side_by_side(app, exporter, "/mixed")
+    finally:
+        uninstrument()
+
+    send, log, note, _, failed = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == shape(stock) == [send, note, log, failed]
+    assert [seen.get(f"m{i}") for i in range(1, 6)] == [*(s.span_id for s in spans), None]
+
+
+@TOOLS
+async def test_dropin_tasks_after_a_response_s_own_background_get_their_spans_under_the_request(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # FastAPI drops its collector, with our entry, for a Response that has a `background`: the
+    # drop-in runs its tasks at its dependency's exit, and traces them there.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.get("/own")
+    def own(background_tasks: afterward.fastapi.BackgroundTasks) -> Response:
+        background_tasks.add_task(send_email, seen, "d")
+        own = fastapi.BackgroundTasks()
+        own.add_task(write_log, seen, "o")
+        return JSONResponse({}, background=own)
+
+    try:
+        spans = await run_side_by_side(app, exporter, "/own")
+    finally:
+        uninstrument()
+
+    if tool == "native":
+        assert shape(spans) == [NATIVE_TASKS[1], NATIVE_TASKS[0]]
+    else:
+        assert shape(spans) == [OTEL_TASKS[1], OTEL_TASKS[0]]
+    assert [seen["o"], seen["d"]] == [s.span_id for s in spans]
+
+
+@TOOLS
+async def test_dropin_tasks_of_a_websocket_route_get_their_spans_under_the_connection(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.websocket("/ws")
+    async def handler(
+        websocket: fastapi.WebSocket, background_tasks: afterward.fastapi.BackgroundTasks
+    ) -> None:
+        await websocket.accept()
+        background_tasks.add_task(send_email, seen, "w1")
+        background_tasks.add_task(fail, seen, "w2")
+        await websocket.close()
+
+    incoming: list[dict[str, Any]] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "subprotocols": [],
+    }
+    exporter.clear()
+    try:
+        await app(scope, receive, send)
+    finally:
+        uninstrument()
+
+    spans = task_spans(exporter)
+    expected = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == [expected[0], expected[4]]
+    assert [seen["w1"], seen["w2"]] == [s.span_id for s in spans]
 
 
 # --- logfire ----------------------------------------------------------------------------------
@@ -356,14 +493,16 @@ async def test_logfire_gives_each_afterward_task_the_span_a_starlette_task_gets(
     try:
         stock = await run_side_by_side(app, exporter, "/stock")
         ours = await run_side_by_side(app, exporter, "/ours")
+        dropin = await run_side_by_side(app, exporter, "/dropin")
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
 
     assert [(name, status) for name, _, status, _ in shape(stock)] == [
         (name, status) for name, _, status, _ in OTEL_TASKS
     ]
-    assert shape(ours) == shape(stock)
-    assert current_spans(ours, seen, "a") == [name for name, *_ in OTEL_TASKS]
+    assert shape(ours) == shape(dropin) == shape(stock)
+    names = [name for name, *_ in OTEL_TASKS]
+    assert current_spans(ours, seen, "a") == current_spans(dropin, seen, "d") == names
 
 
 # --- opentelemetry-instrumentation-starlette: no task spans, for Starlette's tasks either -------

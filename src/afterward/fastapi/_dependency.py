@@ -156,19 +156,18 @@ def _attach(native: fastapi.BackgroundTasks, tasks: afterward.BackgroundTasks) -
     does. afterward's runner then passes each of its tasks through those hooks itself.
     """
     native.tasks.append(_CollectorTask(tasks))
-    # FastAPI always builds exactly this class; anything else keeps its own `__call__` (our
-    # entry then gets a native span, and its tasks theirs below it).
+    # FastAPI builds exactly this class. Already a `_NativeTasks` when a second factory's
+    # collector is attached; any other class keeps its own `__call__` (where FastAPI's telemetry
+    # would give our entry a span, with the tasks' spans below it).
     if type(native) is fastapi.BackgroundTasks:
         native.__class__ = _NativeTasks
 
 
 class _CollectorTask(StarletteTask):
-    """The native collector's entry that runs an afterward collector, with no span of its own."""
-
-    func: afterward.BackgroundTasks
+    """The native collector's entry that runs an afterward collector (its `func`), spanless."""
 
     async def __call__(self) -> None:
-        await self.func()
+        await self.func(*self.args, **self.kwargs)
 
 
 class _NativeTasks(fastapi.BackgroundTasks):
