@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.lowlevel
@@ -396,6 +396,43 @@ async def test_dropin_and_fastapi_tasks_of_one_request_get_fastapi_s_spans_in_ad
     send, log, note, _, failed = NATIVE_TASKS if tool == "native" else OTEL_TASKS
     assert shape(spans) == shape(stock) == [send, note, log, failed]
     assert [seen.get(f"m{i}") for i in range(1, 6)] == [*(s.span_id for s in spans), None]
+
+
+def configured_tasks() -> afterward.BackgroundTasks:
+    return afterward.BackgroundTasks(stop_on_error=True)
+
+
+ConfiguredTasks = Annotated[
+    afterward.BackgroundTasks, afterward.fastapi.tasks_from(configured_tasks)
+]
+
+
+@TOOLS
+async def test_two_dropin_collectors_of_one_request_each_trace_their_tasks_in_place(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # Each collector is an entry of FastAPI's collector, in the order they were resolved.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.get("/two")
+    def two(
+        configured: ConfiguredTasks,
+        native: fastapi.BackgroundTasks,
+        plain: afterward.fastapi.BackgroundTasks,
+    ) -> dict[str, str]:
+        plain.add_task(notify, seen, "p")
+        native.add_task(write_log, seen, "n")
+        configured.add_task(send_email, seen, "c")
+        return {}
+
+    try:
+        spans = await run_side_by_side(app, exporter, "/two")
+    finally:
+        uninstrument()
+
+    send, log, note, *_ = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == [send, note, log]
+    assert [seen["c"], seen["p"], seen["n"]] == [s.span_id for s in spans]
 
 
 @TOOLS
