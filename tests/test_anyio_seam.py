@@ -13,7 +13,7 @@ import anyio.to_thread
 import pytest
 
 from afterward._anyio_seam import current_loop, on_asyncio, prompt_limiter
-from tests.helpers import wait_until_a_task_waits_for
+from helpers import wait_until_a_task_waits_for
 
 pytestmark = pytest.mark.anyio
 

@@ -444,7 +444,7 @@ def test_check_call_returns_the_shape_it_checked_against() -> None:
 # --- the shape cache: one entry per callable, none kept alive -----------------------------------
 
 
-class logged:  # noqa: N801 -- a class-based decorator, named as one uses it
+class logged:
     """A class-based decorator: each decorated function is an instance of this one class."""
 
     def __init__(self, func: Callable[..., Any]) -> None:

@@ -9,8 +9,7 @@ import pytest
 
 import afterward
 from afterward import BackgroundTasks
-
-from tests.helpers import wait_until_a_task_waits_for
+from helpers import wait_until_a_task_waits_for
 
 
 def test_default_thread_limit_is_forty() -> None:

@@ -24,8 +24,7 @@ from starlette.routing import Route
 
 import afterward
 from afterward import BackgroundTask, BackgroundTasks
-
-from tests.helpers import wait_until_a_task_waits_for
+from helpers import wait_until_a_task_waits_for
 
 pytestmark = pytest.mark.anyio
 

@@ -31,8 +31,10 @@ class Call:
     """
 
     func: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    # A tuple and a dict; `Any` because Starlette's `BackgroundTask`, the other base of
+    # afterward's, types them with the ParamSpec of its `__init__`.
+    args: Any
+    kwargs: Any
     is_async: bool
     name: str
     context: Context

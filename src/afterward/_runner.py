@@ -128,9 +128,7 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
         if suspended is not None:
             await _resume(*suspended)
         return
-    result = await to_thread.run_sync(
-        _call_sync, entry, context, limiter=task_hop_limiter(limiter)
-    )
+    result = await to_thread.run_sync(_call_sync, entry, context, limiter=task_hop_limiter(limiter))
     if result is not None and inspect.isawaitable(result):
         await _in_context(context, result)
 
@@ -313,7 +311,9 @@ def _log_abandoned(
     _log_interrupted(entry_name(running) if running is not None else None, exc, never_started)
 
 
-def _log_interrupted(running: str | None, exc: BaseException, never_started: Sequence[object]) -> None:
+def _log_interrupted(
+    running: str | None, exc: BaseException, never_started: Sequence[object]
+) -> None:
     logger.warning(
         "Background tasks stopped by %s: %s; %d task(s) never started: %s.",
         type(exc).__name__,

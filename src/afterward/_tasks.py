@@ -173,7 +173,7 @@ class BackgroundTasks(_StarletteTasks):
 
 
 def _fill(
-    task: BackgroundTask,
+    task: Call,
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
