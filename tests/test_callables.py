@@ -527,3 +527,20 @@ def test_bound_builtin_methods_are_checked_without_keeping_their_object() -> Non
     del items, task
     gc.collect()
     assert reference() is None
+
+
+def test_module_level_builtins_are_described_once() -> None:
+    assert describe(print) is describe(print)
+
+
+def test_a_callable_that_cannot_be_weakly_referenced_is_checked_each_time() -> None:
+    class Slotted:
+        __slots__ = ()
+
+        def __call__(self, value: int) -> None: ...
+
+    target = Slotted()
+    assert describe(target) is not describe(target)
+    with pytest.raises(TypeError, match="Slotted"):
+        add(target)
+    assert add(target, 1).func is target

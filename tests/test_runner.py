@@ -1161,3 +1161,40 @@ async def test_context_value_whose_eq_raises_does_not_break_the_task(
         tg.start_soon(run)
     assert seen == [captured]
     assert error_records(caplog) == []
+
+
+# --- a lone afterward task, run by a response or by hand ----------------------------------------
+
+
+async def test_lone_async_task_runs_in_its_captured_context() -> None:
+    seen: list[str] = []
+    token = request_id.set("captured")
+    try:
+        task = BackgroundTask(read_request_id_async, seen)
+    finally:
+        request_id.reset(token)
+    await task()
+    assert seen == ["captured"]
+
+
+async def test_lone_task_interrupted_by_a_base_exception_names_it_and_reraises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def interrupted() -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        await BackgroundTask(interrupted)()
+    (logged,) = warning_records(caplog)
+    assert ".<locals>.interrupted was interrupted; 0 task(s) never started" in logged.getMessage()
+
+
+async def test_super_call_awaits_the_coroutine_a_sync_function_returns(record: Record) -> None:
+    def sync_wrapper() -> Awaitable[None]:
+        return record.async_("awaited")
+
+    timed = Timed(sync_wrapper)
+    timed.calls = []
+    await BackgroundTasks([timed])()
+    assert record.events == ["awaited"]
+    assert timed.calls == ["before unset", "after"]

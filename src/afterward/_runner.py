@@ -128,7 +128,9 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
         if suspended is not None:
             await _resume(*suspended)
         return
-    result = await to_thread.run_sync(_call_sync, entry, context, limiter=task_hop_limiter(limiter))
+    (result,) = await to_thread.run_sync(
+        _call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter)
+    )
     if result is not None and inspect.isawaitable(result):
         await _in_context(context, result)
 
@@ -234,6 +236,11 @@ def _first_step(context: Context, awaitable: Awaitable[object]) -> _Suspended | 
     iterator = awaitable.__await__()
     yielded = context.run(next, iterator, _DONE)
     return None if yielded is _DONE else (context, iterator, yielded)
+
+
+def _call_sync_boxed(entry: Call, context: Context) -> tuple[object]:
+    # Boxed: trio's `to_thread.run_sync` refuses a function that returns a coroutine.
+    return (_call_sync(entry, context),)
 
 
 async def _in_context(context: Context, awaitable: Awaitable[object]) -> None:
