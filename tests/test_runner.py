@@ -74,7 +74,7 @@ def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Count `anyio.to_thread.run_sync` calls; each item is the limiter the call was given.
 
     On asyncio the limiter is passed through a view that skips an extra event-loop turn
-    (`afterward._limiter._PromptLimiter`); the item is then the limiter it stands for.
+    (`afterward._anyio_seam.prompt_limiter`); the item is then the limiter it stands for.
     """
     calls: list[Any] = []
     real_run_sync = anyio.to_thread.run_sync

@@ -23,6 +23,7 @@ from anyio import from_thread, to_thread
 from ._call import Call
 from ._limiter import task_hop_limiter
 from ._report import entry_name, logger, names
+from ._tracing import TraceHook, active_hook, run_through_hook
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -68,10 +69,13 @@ async def run_tasks(collector: Collector) -> None:
     """Run the collector's tasks that have not been started yet, in order."""
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
+    hook = active_hook()
     try:
         while (entry := collector.take_next()) is not None:
             running = entry
-            if not (isinstance(entry, Call) and entry.runs_directly):
+            if hook is not None:
+                await _run_traced(collector, hook, entry)
+            elif not (isinstance(entry, Call) and entry.runs_directly):
                 await _run_awaitable_entry(collector, entry)
             elif entry.is_async:
                 try:
@@ -152,12 +156,35 @@ async def _run_awaitable_entry(collector: Collector, entry: object) -> None:
         await _report_failure(collector, entry, exc)
 
 
-async def _run_override(entry: Call, limiter: CapacityLimiter | None) -> None:
+async def _run_override(
+    entry: Call, limiter: CapacityLimiter | None, context: Context | None = None
+) -> None:
     # The override runs in (a copy of) the entry's captured context, so whatever it makes
     # current there (a span, say) is current for the function that `super().__call__()` runs.
-    context = entry.context.copy()
+    if context is None:
+        context = entry.context.copy()
     context.run(_override.set, (entry, limiter))
     await _in_context(context, entry())  # type: ignore[operator]
+
+
+async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> None:
+    """Run one entry through a tracing tool's hook on the frameworks' task running.
+
+    With a hook in place (see `_tracing`), every entry goes through it on its own, without
+    batching, so that each gets its span; an afterward entry is then run by `_execute`.
+    """
+    limiter = collector.limiter
+
+    async def execute(entry: Call, context: Context) -> None:
+        if entry.runs_directly:
+            await run_call(entry, context, limiter)
+        else:
+            await _run_override(entry, limiter, context)
+
+    try:
+        await run_through_hook(hook, entry, execute if isinstance(entry, Call) else None)
+    except Exception as exc:
+        await _report_failure(collector, entry, exc)
 
 
 async def _settle_sync_stop(
