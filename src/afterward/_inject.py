@@ -17,9 +17,9 @@ from typing import Any
 
 from anyio import to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from ._completion import complete, exit_sync_in_thread, tear_down
+from ._completion import complete, exit_sync_in_thread, json_response, tear_down
 from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
@@ -83,15 +83,14 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 result = await func(**kwargs)  # `run.call(plan)`, without its frame
             else:
                 result = await run.invoke(plan, kwargs)
-            owned = True
             if result is _INVALID:
-                response: Response = JSONResponse({"detail": run.errors}, status_code=422)
                 run.abandon("the request failed validation (422)", logging.INFO)
+                response = json_response({"detail": run.errors}, run.tasks, run.stack, 422)
             elif isinstance(result, Response):
-                response, owned = result, False
+                response = result
             else:
                 try:
-                    response = JSONResponse(result)
+                    response = json_response(result, run.tasks, run.stack)
                 except (TypeError, ValueError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
@@ -100,10 +99,12 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 await tear_down(run.stack, exc)
                 run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
             raise
+        if response is not result:
+            return response  # it completes the request itself
         tasks = run.tasks
         if run.stack is None and (tasks is None or not tasks.has_pending()):
             return response
-        return complete(response, tasks, run.stack, owned=owned)
+        return complete(response, tasks, run.stack)
 
     functools.update_wrapper(endpoint, func)
     endpoint.__name__ = callable_name(func).rpartition(".")[2]
