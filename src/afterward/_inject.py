@@ -85,13 +85,15 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 result = await run.invoke(plan, kwargs)
             if result is _INVALID:
                 run.abandon("the request failed validation (422)", logging.INFO)
-                response = json_response({"detail": run.errors}, run.tasks, run.stack, 422)
+                response: Response = json_response(
+                    {"detail": run.errors}, run.tasks, run.stack, 422
+                )
             elif isinstance(result, Response):
                 response = result
             else:
                 try:
                     response = json_response(result, run.tasks, run.stack)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
             run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
@@ -99,12 +101,11 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 await tear_down(run.stack, exc)
                 run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
             raise
-        if response is not result:
-            return response  # it completes the request itself
-        tasks = run.tasks
-        if run.stack is None and (tasks is None or not tasks.has_pending()):
-            return response
-        return complete(response, tasks, run.stack)
+        if response is result:  # the endpoint's own: a copy completes the request, if need be
+            tasks = run.tasks
+            if run.stack is not None or (tasks is not None and tasks.has_pending()):
+                return complete(response, tasks, run.stack)
+        return response
 
     functools.update_wrapper(endpoint, func)
     endpoint.__name__ = callable_name(func).rpartition(".")[2]
