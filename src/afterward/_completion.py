@@ -1,9 +1,10 @@
-"""What `inject`'s endpoint returns when work remains after the response: a real `Response`.
+"""What `inject`'s endpoint returns: a real `Response` that completes the request when sent.
 
-It is the endpoint's response (its class, status, headers, body), extended to do three things when
-Starlette sends it: send it, then run the request's tasks if the final body message went out,
-then close the `yield` dependencies. A decorator around the endpoint can read and change it as
-any response; what it changes is what is sent.
+For a plain return value it is a `JSONResponse` built directly (`json_response`). For a `Response`
+the endpoint returned, when work remains, it is a copy of it (its class, status, headers, body)
+extended (`complete`). Either, when Starlette sends it, sends itself, then runs the request's
+tasks if the final body message went out, then closes the `yield` dependencies. A decorator around
+the endpoint can read and change it as any response; what it changes is what is sent.
 
 Teardown follows FastAPI: it is shielded from cancellation (a timeout middleware or a server
 shutting down must not leave a database session open), and sync teardown runs on a limiter of its

@@ -76,13 +76,9 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
     async def endpoint(request: Request) -> Response:
         run = _Run(request, collector_class_)
         try:
-            kwargs = await run.arguments(plan) if plan.dependencies else run.values(plan, {})
-            if kwargs is _INVALID:
-                result = _INVALID
-            elif plan.direct:
-                result = await func(**kwargs)  # `run.call(plan)`, without its frame
-            else:
-                result = await run.invoke(plan, kwargs)
+            # Not inlined: awaiting `func(**kwargs)` here instead saves one frame, measured at
+            # 0.04-0.05 µs of a ~13 µs request (0.4%), which does not pay for a second copy.
+            result = await run.call(plan)
             if result is _INVALID:
                 run.abandon("the request failed validation (422)", logging.INFO)
                 response: Response = json_response(
