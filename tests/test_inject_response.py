@@ -214,3 +214,23 @@ async def test_the_response_is_denied_as_json_on_a_websocket_scope_as_response_d
         "websocket.http.response.start",
         "websocket.http.response.body",
     ]
+
+
+async def test_a_collector_subclass_that_overrides_call_is_run_through_its_override() -> None:
+    ran: list[str] = []
+    runs: list[int] = []
+
+    class CountingTasks(BackgroundTasks):
+        """A collector whose class overrides `__call__`, as a user's timing wrapper does."""
+
+        async def __call__(self) -> None:
+            runs.append(len(self.pending))
+            await super().__call__()
+
+    async def endpoint(tasks: CountingTasks) -> dict[str, str]:
+        tasks.add_task(ran.append, "task")
+        return {"ok": "yes"}
+
+    async with client_for(inject(endpoint)) as client:
+        assert (await client.get("/")).json() == {"ok": "yes"}
+    assert (runs, ran) == ([1], ["task"])
