@@ -16,7 +16,7 @@ from ._tasks import BackgroundTask as BackgroundTask
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import ErrorCallback as ErrorCallback
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "DEFAULT_THREAD_LIMIT",
