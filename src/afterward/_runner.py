@@ -26,17 +26,23 @@ if TYPE_CHECKING:
 
     from ._tasks import BackgroundTasks
 
-__all__ = ["run_tasks"]
+__all__ = ["is_plain_sync", "run_tasks"]
 
 
-async def run_tasks(collector: BackgroundTasks) -> None:
-    """Run the collector's tasks that have not been started yet, in order."""
+async def run_tasks(collector: BackgroundTasks, *, until_sync: bool = False) -> None:
+    """Run the collector's tasks that have not been started yet, in order.
+
+    With `until_sync`, stop before the first plain sync task (the supervisor gives those to its
+    worker threads).
+    """
     tasks = collector.tasks
     running: Any = None  # the task being run, named in the log if the run is interrupted
     try:
         while collector._next < len(tasks):
             index = collector._next
             entry = tasks[index]
+            if until_sync and is_plain_sync(entry):
+                return
             ours = isinstance(entry, BackgroundTask)
             awaitable: Any = None
             if ours and not entry.is_async:
@@ -99,6 +105,11 @@ async def run_tasks(collector: BackgroundTasks) -> None:
     except BaseException as exc:
         _log_abandoned(collector, running, exc)
         raise
+
+
+def is_plain_sync(entry: object) -> bool:
+    """Whether `entry` is a sync afterward task that can be called directly in a worker thread."""
+    return type(entry) is BackgroundTask and not entry.is_async
 
 
 def _is_sync(entry: object) -> bool:

@@ -1,0 +1,410 @@
+"""The Supervisor: runs requests' collectors after their responses, for the app's whole lifetime.
+
+`BackgroundTasksMiddleware` starts one per app on lifespan startup and hands it each request's
+collector once the response has gone out; the request's ASGI call then returns at once. The
+supervisor runs the collector's entries in order, as the runner does inline, but on its own:
+
+- a run of sync entries is one job for afterward's worker threads (`_workers.WorkerPool`), put on
+  their queue without awaiting anything; it comes back to the event loop only if an async entry of
+  the same collector follows;
+- async entries run in the supervisor's task group, at most `max_running` collectors at once;
+- at most `max_waiting` collectors wait for a slot or a thread; past that a hand-off waits up to
+  `handoff_timeout` seconds (backpressure on the request), then the tasks are logged, by name, at
+  ERROR as not run;
+- `drain()` stops accepting, waits up to `drain_timeout` seconds, then cancels what is still
+  running on the loop and names every task it abandons and how: cancelled, never started, or
+  still running in its thread (a thread cannot be cancelled).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
+
+from ._loopcall import LoopCaller
+from ._report import entry_name, log_not_run, logger, names
+from ._runner import is_plain_sync, run_tasks
+from ._tasks import BackgroundTask, BackgroundTasks
+from ._workers import WorkerPool
+
+__all__ = ["Supervisor"]
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+class Supervisor:
+    """Run collectors detached from their requests, within limits, until drained.
+
+    Args:
+        max_running: Collectors whose async entries may run at once on the event loop.
+        max_waiting: Collectors that may wait for a running slot or a worker thread.
+        workers: Worker threads for sync entries (at most this many sync tasks run at once).
+        drain_timeout: Seconds `drain()` waits for waiting and running tasks.
+        handoff_timeout: Seconds a hand-off waits for room when `max_waiting` is reached.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_running: int,
+        max_waiting: int,
+        workers: int,
+        drain_timeout: float,
+        handoff_timeout: float,
+    ) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.drain_timeout = drain_timeout
+        self.handoff_timeout = handoff_timeout
+        self._pool = WorkerPool(workers)
+        self._slots = anyio.CapacityLimiter(max_running)
+        self._lock = threading.Lock()
+        self._waiting = 0  # accepted, not started
+        self._active = 0  # started, not finished (on the loop or in a thread)
+        self._room: anyio.Event | None = None  # set when a waiting place frees up
+        self._idle: anyio.Event | None = None  # set when nothing waits or runs
+        self._state = _State.NEW
+        self._task_group: TaskGroup | None = None
+        self._loop: LoopCaller | None = None
+        self._loop_thread = 0
+        self._stopped = anyio.Event()
+
+    @property
+    def running(self) -> bool:
+        """Whether hand-offs are accepted (between startup and the start of the drain)."""
+        return self._state is _State.RUNNING
+
+    def counts(self) -> tuple[int, int]:
+        """Return `(waiting, active)`: collectors accepted but not started, and started ones."""
+        with self._lock:
+            return self._waiting, self._active
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Supervisor]:
+        """Accept and run collectors inside this block; drain on the way out."""
+        if self._state is not _State.NEW:
+            raise RuntimeError("A Supervisor serves once; create a new one for each app run.")
+        self._loop = LoopCaller.current()
+        self._loop_thread = threading.get_ident()
+        async with anyio.create_task_group() as outer:
+            # The runs live in a task group of their own, in a task of their own: cancelling
+            # them at the drain deadline must not cancel the code inside this block (the app's
+            # own lifespan, which still has to answer the server).
+            await outer.start(self._host)
+            self._state = _State.RUNNING
+            try:
+                yield self
+            finally:
+                if self._state is not _State.CLOSED:
+                    with anyio.CancelScope(shield=True):
+                        await self.drain()
+                self._stopped.set()
+
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as runs:
+            self._task_group = runs
+            task_status.started()
+            await self._stopped.wait()
+        self._task_group = None
+
+    async def submit(self, collector: BackgroundTasks) -> None:
+        """Take `collector` to run its pending tasks; return once it has been queued.
+
+        Waits (up to `handoff_timeout`) only when `max_waiting` collectors already wait.
+        Tasks that cannot be taken are logged by name at ERROR; nothing is raised.
+        """
+        if self._state is not _State.RUNNING:
+            log_not_run(collector, "the app is shutting down", logging.ERROR)
+            return
+        if not self._reserve() and not await self._wait_for_room():
+            log_not_run(
+                collector,
+                f"{self.max_waiting} requests' tasks were already waiting (max_waiting) and "
+                f"none started within {self.handoff_timeout:g} s (handoff_timeout)",
+                logging.ERROR,
+            )
+            return
+        self._dispatch(collector, first=True)
+
+    async def wait_idle(self) -> None:
+        """Return once no collector waits or runs."""
+        while True:
+            with self._lock:
+                if self._waiting == 0 and self._active == 0:
+                    return
+                if self._idle is None:
+                    self._idle = anyio.Event()
+                idle = self._idle
+            await idle.wait()
+
+    async def drain(self) -> None:
+        """Stop accepting, wait up to `drain_timeout` for the tasks, then abandon the rest."""
+        if self._state in (_State.DRAINING, _State.CLOSED):
+            return
+        self._state = _State.DRAINING
+        with anyio.move_on_after(self.drain_timeout):
+            await self.wait_idle()
+        self._state = _State.CLOSED
+        self._abandon()
+
+    # -- accounting (shared by the event loop and the worker threads) ------------------------
+
+    def _reserve(self) -> bool:
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                return False
+            self._waiting += 1
+            return True
+
+    async def _wait_for_room(self) -> bool:
+        with anyio.move_on_after(self.handoff_timeout):
+            while True:
+                with self._lock:
+                    if self._room is None:
+                        self._room = anyio.Event()
+                    room = self._room
+                await room.wait()
+                if self._reserve():
+                    return True
+        return False
+
+    def _start(self) -> None:
+        """A collector starts: it leaves the waiting places."""
+        with self._lock:
+            self._waiting -= 1
+            self._active += 1
+            room, self._room = self._room, None
+        if room is not None:
+            self._call_on_loop(room.set)
+
+    def _finish(self, collector: BackgroundTasks) -> None:
+        """A collector's run has ended: it takes no more tasks."""
+        _seal(collector)
+        with self._lock:
+            self._active -= 1
+            idle = None
+            if self._waiting == 0 and self._active == 0:
+                idle, self._idle = self._idle, None
+        if idle is not None:
+            self._call_on_loop(idle.set)
+
+    def _call_on_loop(self, func: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            func()
+        elif self._loop is not None:
+            self._loop.call_soon(func)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _dispatch(self, collector: BackgroundTasks, *, first: bool) -> None:
+        if _next_is_plain_sync(collector):
+            self._pool.submit(_SyncRun(self, collector, first))
+        elif self._task_group is not None and self._state is not _State.CLOSED:
+            self._task_group.start_soon(self._run_async, collector, first)
+        else:
+            if first:
+                self._start()
+            log_not_run(collector, "the app shut down before they started", logging.ERROR)
+            self._finish(collector)
+
+    async def _run_async(self, collector: BackgroundTasks, first: bool) -> None:
+        started = not first
+        try:
+            async with self._slots:
+                if first:
+                    self._start()
+                    started = True
+                await run_tasks(collector, until_sync=True)
+        except BaseException:
+            if not started:
+                self._start()
+                log_not_run(
+                    collector,
+                    "the app shut down before they started (drain_timeout expired)",
+                    logging.ERROR,
+                )
+            self._finish(collector)
+            raise
+        if collector.has_pending():
+            # The next entry is sync: it goes to the worker threads, still counted as active.
+            self._pool.submit(_SyncRun(self, collector, first=False))
+        else:
+            self._finish(collector)
+
+    def _resume_on_loop(self, collector: BackgroundTasks) -> None:
+        """Called on the loop when a worker reached an async entry of the collector."""
+        if self._task_group is None or self._state is _State.CLOSED:
+            log_not_run(collector, "the app shut down before they started", logging.ERROR)
+            self._finish(collector)
+            return
+        self._task_group.start_soon(self._run_async, collector, False)
+
+    def _abandon(self) -> None:
+        for job in self._pool.close():
+            if isinstance(job, _SyncRun):
+                if job.first:
+                    self._start()
+                log_not_run(
+                    job.collector,
+                    f"the app shut down before they started (drain_timeout of "
+                    f"{self.drain_timeout:g} s expired)",
+                    logging.ERROR,
+                )
+                self._finish(job.collector)
+        for job in self._pool.running():
+            if isinstance(job, _SyncRun):
+                job.abandon(self.drain_timeout)
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+
+class _SyncRun:
+    """A collector's next run of sync entries, as one job for a worker thread."""
+
+    __slots__ = ("_abandoned", "collector", "current", "first", "supervisor")
+
+    def __init__(self, supervisor: Supervisor, collector: BackgroundTasks, first: bool) -> None:
+        self.supervisor = supervisor
+        self.collector = collector
+        self.first = first
+        self.current: BackgroundTask | None = None
+        self._abandoned = False
+
+    def abandon(self, timeout: float) -> None:
+        """At the drain deadline: name the running task, and stop before the next one."""
+        self._abandoned = True
+        current = self.current
+        never_started = self.collector.skip_pending()
+        logger.error(
+            "Background task %s is still running in its worker thread after the drain_timeout "
+            "of %g s; a thread cannot be cancelled, so it is abandoned as it is. %d task(s) "
+            "after it never started: %s.",
+            entry_name(current) if current is not None else "(none)",
+            timeout,
+            len(never_started),
+            names(never_started) or "none",
+        )
+
+    def run(self) -> None:
+        supervisor, collector = self.supervisor, self.collector
+        if self.first:
+            supervisor._start()
+        awaitable: Any = None
+        while not self._abandoned and _next_is_plain_sync(collector):
+            task: BackgroundTask = collector.tasks[collector._next]
+            collector._next += 1
+            self.current = task
+            try:
+                result = task.context.run(task.func, *task.args, **task.kwargs)
+            except Exception as exc:
+                _report_failure_in_thread(supervisor, collector, task, exc)
+            else:
+                if result is not None and inspect.isawaitable(result):
+                    awaitable = result
+                    break
+            finally:
+                self.current = None
+        if self._abandoned:
+            supervisor._finish(collector)
+            return
+        if awaitable is not None:
+            # A sync function returned an awaitable: await it on the loop, then go on there.
+            collector.tasks.insert(collector._next, _AwaitResult(awaitable, self.current or task))
+        if collector.has_pending() and supervisor._loop is not None:
+            if not supervisor._loop.call_soon(supervisor._resume_on_loop, collector):
+                log_not_run(collector, "the event loop has closed", logging.ERROR)
+                supervisor._finish(collector)
+        else:
+            supervisor._finish(collector)
+
+
+class _AwaitResult(BackgroundTask):
+    """Awaits what a sync task returned, under that task's name and in its context."""
+
+    def __init__(self, awaitable: Any, source: BackgroundTask) -> None:
+        async def await_it() -> None:
+            await awaitable
+
+        self.func = await_it
+        self.args = ()
+        self.kwargs = {}
+        self.is_async = True
+        self.name = source.name
+        self.context = source.context
+
+
+class _SealedTasks(list):  # type: ignore[type-arg]
+    """The task list of a collector whose detached run has ended: adding to it is an error."""
+
+    def _refuse(self, *args: object) -> None:
+        raise RuntimeError(
+            "This request's background tasks have already run, so a task added now would never "
+            "run. Add tasks while the request is being handled, or from one of its tasks while "
+            "they run; for work that starts later, use a collector of its own."
+        )
+
+    append = insert = extend = _refuse  # type: ignore[assignment]
+
+
+def _seal(collector: BackgroundTasks) -> None:
+    collector.tasks = _SealedTasks(collector.tasks)
+
+
+def _next_is_plain_sync(collector: BackgroundTasks) -> bool:
+    return collector.has_pending() and is_plain_sync(collector.tasks[collector._next])
+
+
+def _report_failure_in_thread(
+    supervisor: Supervisor, collector: BackgroundTasks, task: BackgroundTask, exc: Exception
+) -> None:
+    name = task.name
+    logger.error(
+        "Background task %s failed; %s.",
+        name,
+        "the remaining tasks are skipped (stop_on_error)"
+        if collector.stop_on_error
+        else "the remaining tasks still run",
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"afterward_task": name},
+    )
+    if collector.on_error is not None:
+        try:
+            result = collector.on_error(task, exc)
+            if inspect.isawaitable(result) and supervisor._loop is not None:
+                supervisor._loop.call_soon(_start_awaiting, supervisor, result, name)
+        except Exception:
+            logger.exception("The on_error callback failed while handling %s.", name)
+    if collector.stop_on_error:
+        skipped = collector.skip_pending()
+        if skipped:
+            logger.error(
+                "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
+                len(skipped),
+                name,
+                names(skipped),
+            )
+
+
+def _start_awaiting(supervisor: Supervisor, awaitable: Any, name: str) -> None:
+    async def await_it() -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception("The on_error callback failed while handling %s.", name)
+
+    if supervisor._task_group is not None:
+        supervisor._task_group.start_soon(await_it)
