@@ -460,3 +460,138 @@ async def test_a_full_queue_waits_then_logs_the_tasks_it_could_not_take(
     (record,) = [r for r in caplog.records if "max_waiting" in r.getMessage()]
     assert record.levelno == logging.ERROR
     assert "blocked" in record.getMessage()
+
+
+async def run_detached(app: ASGIApp, path: str = "/") -> None:
+    """Send one request to `app` with its lifespan running, and wait until its tasks are over."""
+    assert isinstance(app, BackgroundTasksMiddleware)
+    async with running(app), client(app) as http:
+        await http.get(path)
+        assert app.supervisor is not None
+        with anyio.fail_after(5):
+            await app.supervisor.wait_idle()
+
+
+async def test_a_failing_sync_task_in_a_worker_is_logged_reported_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+    reported: list[tuple[str, str]] = []
+    reported_async = anyio.Event()
+
+    def fails() -> None:
+        raise ValueError("bad address")
+
+    def on_error(task: Any, exc: Exception) -> None:
+        reported.append((task.name, str(exc)))
+
+    async def on_error_async(task: Any, exc: Exception) -> None:
+        reported.append(("async", str(exc)))
+        reported_async.set()
+
+    async def endpoint(request: Request) -> Response:
+        tasks = current_tasks()
+        tasks.add_task(fails)
+        tasks.add_task(ran.append, "next")
+        return PlainTextResponse("ok")
+
+    for callback in (on_error, on_error_async):
+        app = BackgroundTasksMiddleware(
+            Starlette(routes=[Route("/", endpoint)]),
+            collector=lambda callback=callback: BackgroundTasks(on_error=callback),  # type: ignore[misc]
+        )
+        await run_detached(app)
+    with anyio.fail_after(5):
+        await reported_async.wait()
+    assert ran == ["next", "next"]
+    assert reported[0] == (f"{__name__}.{fails.__qualname__}", "bad address")
+    assert reported[1] == ("async", "bad address")
+    failures = [
+        r for r in caplog.records if "failed; the remaining tasks still run" in r.getMessage()
+    ]
+    assert len(failures) == 2
+    assert failures[0].exc_info is not None
+
+
+async def test_stop_on_error_in_a_worker_skips_and_names_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise ValueError("no")
+
+    async def endpoint(request: Request) -> Response:
+        tasks = current_tasks()
+        tasks.add_task(fails)
+        tasks.add_task(ran.append, "skipped")
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/", endpoint)]),
+        collector=lambda: BackgroundTasks(stop_on_error=True),
+    )
+    await run_detached(app)
+    assert ran == []
+    assert any("Skipping 1 background task(s)" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_awaitable_returned_by_a_sync_task_is_awaited_before_the_next_task() -> None:
+    order: list[str] = []
+
+    async def later() -> None:
+        order.append("awaited")
+
+    def returns_awaitable() -> Any:
+        order.append("sync")
+        return later()
+
+    async def endpoint(request: Request) -> Response:
+        tasks = current_tasks()
+        tasks.add_task(returns_awaitable)
+        tasks.add_task(order.append, "next")
+        return PlainTextResponse("ok")
+
+    await run_detached(BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)])))
+    assert order == ["sync", "awaited", "next"]
+
+
+async def test_a_task_raising_system_exit_in_a_worker_is_named_and_the_rest_never_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def exits() -> None:
+        raise SystemExit(3)
+
+    async def endpoint(request: Request) -> Response:
+        tasks = current_tasks()
+        tasks.add_task(exits)
+        tasks.add_task(print, "never")
+        return PlainTextResponse("ok")
+
+    await run_detached(BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)])))
+    (record,) = [r for r in caplog.records if "interrupted by SystemExit" in r.getMessage()]
+    assert "exits was interrupted" in record.getMessage()
+    assert "never started: builtins.print" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_running", 0),
+        ("max_waiting", -1),
+        ("workers", 1.5),
+        ("drain_timeout", -1),
+        ("handoff_timeout", "5"),
+        ("run_when", "sometimes"),
+    ],
+)
+def test_bad_options_are_refused_with_the_option_named(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        BackgroundTasksMiddleware(Starlette(), **{option: value})  # type: ignore[arg-type]
+
+
+async def test_a_collector_factory_that_returns_something_else_fails_loudly() -> None:
+    app = BackgroundTasksMiddleware(Starlette(), collector=lambda: [])  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="must return an afterward.BackgroundTasks"):
+        async with client(app) as http:
+            await http.get("/")

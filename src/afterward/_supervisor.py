@@ -275,7 +275,7 @@ class Supervisor:
 class _SyncRun:
     """A collector's next run of sync entries, as one job for a worker thread."""
 
-    __slots__ = ("_abandoned", "collector", "current", "first", "supervisor")
+    __slots__ = ("_abandoned", "_lock", "collector", "current", "first", "supervisor")
 
     def __init__(self, supervisor: Supervisor, collector: BackgroundTasks, first: bool) -> None:
         self.supervisor = supervisor
@@ -283,12 +283,15 @@ class _SyncRun:
         self.first = first
         self.current: BackgroundTask | None = None
         self._abandoned = False
+        # Taking the next task and abandoning the rest must not interleave.
+        self._lock = threading.Lock()
 
     def abandon(self, timeout: float) -> None:
         """At the drain deadline: name the running task, and stop before the next one."""
-        self._abandoned = True
-        current = self.current
-        never_started = self.collector.skip_pending()
+        with self._lock:
+            self._abandoned = True
+            current = self.current
+            never_started = self.collector.skip_pending()
         logger.error(
             "Background task %s is still running in its worker thread after the drain_timeout "
             "of %g s; a thread cannot be cancelled, so it is abandoned as it is. %d task(s) "
@@ -303,33 +306,52 @@ class _SyncRun:
         supervisor, collector = self.supervisor, self.collector
         if self.first:
             supervisor._start()
-        awaitable: Any = None
-        while not self._abandoned and _next_is_plain_sync(collector):
-            task: BackgroundTask = collector.tasks[collector._next]
-            collector._next += 1
-            self.current = task
+        try:
+            handed_back = self._run_entries()
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
+            never_started = collector.skip_pending()
+            logger.error(
+                "Background task %s was interrupted by %s in its worker thread; %d task(s) after "
+                "it never started: %s.",
+                entry_name(self.current) if self.current is not None else "(none)",
+                type(exc).__name__,
+                len(never_started),
+                names(never_started) or "none",
+            )
+            supervisor._finish(collector)
+            return
+        if not handed_back:
+            supervisor._finish(collector)
+
+    def _run_entries(self) -> bool:
+        """Run the sync entries from the cursor on; return whether the loop took over the rest."""
+        supervisor, collector = self.supervisor, self.collector
+        while True:
+            with self._lock:
+                if self._abandoned or not _next_is_plain_sync(collector):
+                    break
+                task: BackgroundTask = collector.tasks[collector._next]
+                collector._next += 1
+                self.current = task
             try:
                 result = task.context.run(task.func, *task.args, **task.kwargs)
             except Exception as exc:
                 _report_failure_in_thread(supervisor, collector, task, exc)
             else:
                 if result is not None and inspect.isawaitable(result):
-                    awaitable = result
+                    # A sync function returned an awaitable: it is awaited on the loop, under
+                    # the task's name and in its context, before the entries after it.
+                    collector.tasks.insert(collector._next, _AwaitResult(result, task))
                     break
-            finally:
-                self.current = None
-        if self._abandoned:
-            supervisor._finish(collector)
-            return
-        if awaitable is not None:
-            # A sync function returned an awaitable: await it on the loop, then go on there.
-            collector.tasks.insert(collector._next, _AwaitResult(awaitable, self.current or task))
-        if collector.has_pending() and supervisor._loop is not None:
-            if not supervisor._loop.call_soon(supervisor._resume_on_loop, collector):
-                log_not_run(collector, "the event loop has closed", logging.ERROR)
-                supervisor._finish(collector)
-        else:
-            supervisor._finish(collector)
+            self.current = None
+        if self._abandoned or not collector.has_pending():
+            return False
+        if supervisor._loop is None or not supervisor._loop.call_soon(
+            supervisor._resume_on_loop, collector
+        ):
+            log_not_run(collector, "the event loop has closed", logging.ERROR)
+            return False
+        return True
 
 
 class _AwaitResult(BackgroundTask):
