@@ -13,6 +13,7 @@ import inspect
 import types
 from collections.abc import Generator
 from contextvars import Context, copy_context
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from anyio import from_thread, to_thread
@@ -20,6 +21,7 @@ from anyio import from_thread, to_thread
 from ._limiter import task_hop_limiter
 from ._report import entry_name, logger, names
 from ._tasks import BackgroundTask
+from ._tracing import active_hook, run_through_hook
 
 if TYPE_CHECKING:
     from starlette.background import BackgroundTask as StarletteTask
@@ -37,6 +39,7 @@ async def run_tasks(collector: BackgroundTasks, *, until_sync: bool = False) -> 
     """
     tasks = collector.tasks
     running: Any = None  # the task being run, named in the log if the run is interrupted
+    hook = active_hook()
     try:
         while collector._next < len(tasks):
             index = collector._next
@@ -44,6 +47,19 @@ async def run_tasks(collector: BackgroundTasks, *, until_sync: bool = False) -> 
             if until_sync and is_plain_sync(entry):
                 return
             ours = isinstance(entry, BackgroundTask)
+            if hook is not None:
+                # A tracing tool hooks Starlette's or FastAPI's task running: every entry goes
+                # through it on its own (no batch), so each gets its span.
+                collector._next = index + 1
+                running = entry
+                try:
+                    await run_through_hook(
+                        hook, entry, partial(_run_in, collector) if ours else None
+                    )
+                except Exception as exc:
+                    await _report_failure(collector, entry, exc)
+                running = None
+                continue
             awaitable: Any = None
             if ours and not entry.is_async:
                 end = index + 1
@@ -142,6 +158,26 @@ def _run_sync_batch(
         if result is not None and inspect.isawaitable(result):
             return task, result
     return None
+
+
+async def _run_in(collector: BackgroundTasks, task: BackgroundTask, context: Context) -> None:
+    """Run one afterward task in `context`, raising what it raises (the traced path)."""
+    call = partial(context.run, task.func, *task.args, **task.kwargs)
+    if task.is_async:
+        awaitable = call()
+    else:
+        # Boxed: trio refuses a thread's function that returns a coroutine.
+        [awaitable] = await to_thread.run_sync(
+            lambda: [call()], limiter=task_hop_limiter(collector.limiter)
+        )
+        if awaitable is None or not inspect.isawaitable(awaitable):
+            return
+    iterator = awaitable if type(awaitable) is types.CoroutineType else awaitable.__await__()
+    try:
+        yielded = context.run(iterator.send, None)
+    except StopIteration:
+        return
+    await _resume(context, iterator, yielded)
 
 
 @types.coroutine
