@@ -44,7 +44,7 @@ async def run_tasks(collector: BackgroundTasks, *, until_sync: bool = False) -> 
         while collector._next < len(tasks):
             index = collector._next
             entry = tasks[index]
-            if until_sync and is_plain_sync(entry):
+            if until_sync and hook is None and is_plain_sync(entry):
                 return
             ours = isinstance(entry, BackgroundTask)
             if hook is not None:

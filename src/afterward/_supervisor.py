@@ -34,6 +34,7 @@ from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names
 from ._runner import is_plain_sync, run_tasks
 from ._tasks import BackgroundTask, BackgroundTasks
+from ._tracing import active_hook
 from ._workers import WorkerPool
 
 __all__ = ["Supervisor"]
@@ -387,7 +388,13 @@ def _seal(collector: BackgroundTasks) -> None:
 
 
 def _next_is_plain_sync(collector: BackgroundTasks) -> bool:
-    return collector.has_pending() and is_plain_sync(collector.tasks[collector._next])
+    # With a tracing tool hooked into task running, every task goes through the runner, which
+    # gives each one its span; the worker threads' direct path would bypass the hook.
+    return (
+        collector.has_pending()
+        and is_plain_sync(collector.tasks[collector._next])
+        and active_hook() is None
+    )
 
 
 def _report_failure_in_thread(
