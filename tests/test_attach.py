@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -70,14 +71,16 @@ def fail() -> None:
 # -- Starlette responses: merging ------------------------------------------------------------
 
 
-async def test_response_without_background_gets_the_tasks_and_is_returned_itself() -> None:
+async def test_response_without_background_carries_the_tasks_and_is_returned_itself() -> None:
     events: list[str] = []
     tasks = BackgroundTasks()
     tasks.add_task(record, events, "task")
     response = JSONResponse({"ok": True})
 
     assert attach(response, tasks) is response
-    assert response.background is tasks
+    assert isinstance(response, JSONResponse)
+    assert isinstance(response.background, BackgroundTasks)
+    assert response.background.tasks == [tasks]
     await call(response, events)
 
     assert events == [START, BODY, "task"]
@@ -124,6 +127,159 @@ async def test_a_streaming_response_runs_the_tasks_after_its_last_chunk() -> Non
     await call(attach(StreamingResponse(chunks()), tasks), events)
 
     assert events == [START, MORE, MORE, BODY, "task"]
+
+
+class ClientLeavesMidStream:
+    """A server under ASGI spec 2.3 whose client disconnects once the first chunk has been sent."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.first_chunk_sent = anyio.Event()
+
+    async def receive(self) -> Message:
+        with anyio.fail_after(5):
+            await self.first_chunk_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.events.append(message["type"] + (" (more)" if message.get("more_body") else ""))
+        if message.get("more_body"):
+            self.first_chunk_sent.set()
+
+    async def call(self, app: ASGIApp) -> None:
+        await app(
+            http_scope(asgi={"version": "3.0", "spec_version": "2.3"}), self.receive, self.send
+        )
+
+
+async def endless_chunks() -> Any:
+    yield b"first"
+    await anyio.sleep_forever()  # cancelled by the response when the client leaves
+    yield b"never"  # pragma: no cover
+
+
+async def test_a_streaming_response_left_mid_stream_runs_no_attached_task_and_logs_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+    tasks = BackgroundTasks()
+    tasks.add_task(record, events, "task")
+    response = attach(StreamingResponse(endless_chunks()), tasks)
+
+    await ClientLeavesMidStream(events).call(response)
+
+    assert events == [START, MORE]  # Starlette returned normally, without the final body
+    assert tasks.pending == []
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "afterward"] == [
+        (
+            logging.WARNING,
+            "Not running 1 background task(s) because the response was not completed "
+            f"(the client went away): {__name__}.record.",
+        )
+    ]
+
+
+async def test_left_mid_stream_the_response_s_own_background_still_runs_as_in_starlette() -> None:
+    events: list[str] = []
+    tasks = BackgroundTasks()
+    tasks.add_task(record, events, "attached")
+    response = StreamingResponse(
+        endless_chunks(), background=StarletteTask(record, events, "own cleanup")
+    )
+    attach(response, tasks)
+
+    await ClientLeavesMidStream(events).call(response)
+
+    assert events == [START, MORE, "own cleanup"]
+
+
+async def test_a_streaming_response_run_to_its_end_under_spec_2_3_runs_the_tasks() -> None:
+    events: list[str] = []
+    tasks = BackgroundTasks()
+    tasks.add_task(record, events, "task")
+
+    async def chunks() -> Any:
+        yield b"a"
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(message: Message) -> None:
+        events.append(message["type"])
+
+    scope = http_scope(asgi={"version": "3.0", "spec_version": "2.3"})
+    await attach(StreamingResponse(chunks()), tasks)(scope, receive, send)
+
+    assert events == [START, BODY, BODY, "task"]
+
+
+async def test_a_response_whose_send_raises_runs_no_attached_task_and_logs_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = BackgroundTasks()
+    tasks.add_task(fail)
+
+    async def receive() -> Message:  # pragma: no cover - a plain Response does not receive
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == BODY:
+            raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        await attach(Response("hi"), tasks)(http_scope(), receive, send)
+
+    assert tasks.pending == []
+    assert (
+        "Not running 1 background task(s) because the response raised OSError: "
+        f"{__name__}.fail." in caplog.text
+    )
+
+
+def test_an_attached_response_keeps_its_class_name_and_isinstance() -> None:
+    first = attach(JSONResponse({}), BackgroundTasks())
+    second = attach(JSONResponse({}), BackgroundTasks())
+
+    assert isinstance(first, JSONResponse)
+    assert type(first).__name__ == "JSONResponse"
+    assert type(first) is type(second)  # one subclass per response class, not per response
+    assert type(attach(first, BackgroundTasks())) is type(first)  # not a subclass of a subclass
+
+
+async def test_a_background_replaced_after_attach_is_what_runs_and_can_be_attached_to() -> None:
+    events: list[str] = []
+    response = attach(JSONResponse({}), BackgroundTasks())
+    watching = type(response)
+
+    response.background = None
+    await call(response, events)
+    assert events == [START, BODY]  # the user's choice: nothing attached any more
+
+    events.clear()
+    response.background = StarletteTask(record, events, "replaced")
+    tasks = BackgroundTasks()
+    tasks.add_task(record, events, "attached again")
+    attach(response, tasks)
+    await call(response, events)
+
+    assert type(response) is watching
+    assert events == [START, BODY, "replaced", "attached again"]
+
+
+async def test_a_second_collector_attached_later_runs_after_the_first_and_is_watched_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+    first, second = BackgroundTasks(), BackgroundTasks()
+    first.add_task(record, events, "first")
+    second.add_task(record, events, "second")
+    response = attach(attach(StreamingResponse(endless_chunks()), first), second)
+
+    await ClientLeavesMidStream(events).call(response)
+
+    assert events == [START, MORE]
+    assert f"{__name__}.record, {__name__}.record." in caplog.text
 
 
 def afterward_collector(events: list[str]) -> StarletteTask:

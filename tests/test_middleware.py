@@ -591,7 +591,14 @@ def test_bad_options_are_refused_with_the_option_named(option: str, value: objec
 
 
 async def test_a_collector_factory_that_returns_something_else_fails_loudly() -> None:
-    app = BackgroundTasksMiddleware(Starlette(), collector=lambda: [])  # type: ignore[arg-type,return-value]
+    async def endpoint(request: Request) -> Response:
+        current_tasks()
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/", endpoint)]),
+        collector=lambda: [],  # type: ignore[arg-type,return-value]
+    )
     with pytest.raises(TypeError, match="must return an afterward.BackgroundTasks"):
         async with client(app) as http:
             await http.get("/")

@@ -220,7 +220,7 @@ def request_work(url: str, count: int) -> None:
 
 
 def test_sigterm_drains_the_tasks_that_finish_within_the_deadline() -> None:
-    with uvicorn_process(drain_timeout=20, task_seconds=0.3) as (process, output, url):
+    with uvicorn_process(drain_timeout=8, task_seconds=0.3) as (process, output, url):
         request_work(url, 4)
         output.wait_for(2, "started slow_async")  # max_running=2: two run, two wait
         started = time.monotonic()

@@ -1,15 +1,47 @@
-"""`current_tasks()`: the collector of the request being handled, from anywhere inside it."""
+"""`current_tasks()`: the collector of the request being handled, from anywhere inside it.
+
+Whoever handles a request (the middleware, an `inject` endpoint, the FastAPI dependency) puts a
+`RequestSlot` in a context variable. The collector in it is made on first use, so a request that
+queues nothing pays for no collector. Code running in a worker thread sees the same slot (the
+thread gets a copy of the context, and the copy holds the same object), so a collector opened
+there is the request's one too.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from ._tasks import BackgroundTasks
 
-__all__ = ["current_tasks", "request_tasks"]
+__all__ = ["RequestSlot", "current_tasks", "request_slot"]
 
-request_tasks: ContextVar[BackgroundTasks] = ContextVar("afterward.request_tasks")
-"""The request's collector; set by whoever opens it (the middleware, `inject`, the FastAPI alias)."""
+
+class RequestSlot:
+    """The request's collector, made by `factory` the first time someone asks for it."""
+
+    __slots__ = ("factory", "owner", "tasks")
+
+    def __init__(self, factory: Callable[[], BackgroundTasks], owner: str) -> None:
+        self.factory = factory
+        self.owner = owner  # who runs the tasks: named in error messages
+        self.tasks: BackgroundTasks | None = None
+
+    def open(self) -> BackgroundTasks:
+        """Return the request's collector, making it now if nobody has asked yet."""
+        tasks = self.tasks
+        if tasks is None:
+            tasks = self.factory()
+            if not isinstance(tasks, BackgroundTasks):
+                raise TypeError(
+                    f"The collector factory of {self.owner} returned {tasks!r}; it must return "
+                    f"an afterward.BackgroundTasks (or a subclass)."
+                )
+            self.tasks = tasks
+        return tasks
+
+
+request_slot: ContextVar[RequestSlot] = ContextVar("afterward.request_slot")
 
 
 def current_tasks() -> BackgroundTasks:
@@ -17,8 +49,9 @@ def current_tasks() -> BackgroundTasks:
 
     It works anywhere below `afterward.BackgroundTasksMiddleware`: in the endpoint, a dependency,
     an inner middleware, a plain helper function, a sync function running in a worker thread. It
-    is the same collector that `inject` and `afterward.fastapi.BackgroundTasks` hand out, so a
-    request has exactly one, whichever way code reaches it.
+    also works inside `inject` endpoints and FastAPI path operations that use
+    `afterward.fastapi.BackgroundTasks`, with or without the middleware. It is the same collector
+    those hand out as a parameter, so a request has exactly one, whichever way code reaches it.
 
     Returns:
         The request's `afterward.BackgroundTasks`.
@@ -28,12 +61,13 @@ def current_tasks() -> BackgroundTasks:
             integration.
     """
     try:
-        return request_tasks.get()
+        slot = request_slot.get()
     except LookupError:
         raise LookupError(
             "current_tasks() was called outside a request, so there is no collector to return. "
             "Wrap the app with afterward.BackgroundTasksMiddleware (app = "
-            "BackgroundTasksMiddleware(app), or Middleware(BackgroundTasksMiddleware) in Starlette "
-            "and FastAPI), or call it from an endpoint made with afterward.inject or one that "
-            "takes afterward.fastapi.BackgroundTasks."
+            "BackgroundTasksMiddleware(app), or Middleware(BackgroundTasksMiddleware) in "
+            "Starlette and FastAPI), or call it from an endpoint made with afterward.inject or "
+            "one that takes afterward.fastapi.BackgroundTasks."
         ) from None
+    return slot.open()

@@ -16,7 +16,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._current import request_tasks
+from ._current import RequestSlot, request_slot
 from ._report import level_for, log_not_run, logger
 from ._supervisor import Supervisor
 from ._tasks import BackgroundTasks
@@ -104,25 +104,23 @@ class BackgroundTasksMiddleware:
             await self.app(scope, receive, send)
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        collector = self.collector()
-        if not isinstance(collector, BackgroundTasks):
-            raise TypeError(
-                f"BackgroundTasksMiddleware's collector factory returned {collector!r}; it must "
-                f"return an afterward.BackgroundTasks (or a subclass)."
-            )
+        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware")
         watch = _ResponseWatch(send, scope["type"] == "websocket")
-        token = request_tasks.set(collector)
+        token = request_slot.set(slot)
         try:
             await self.app(scope, receive, watch.send)
         except BaseException as exc:
-            if self.run_when == "always" and isinstance(exc, Exception):
-                await self._hand_off(collector)
-            else:
-                log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
+            collector = slot.tasks
+            if collector is not None:
+                if self.run_when == "always" and isinstance(exc, Exception):
+                    await self._hand_off(collector)
+                else:
+                    log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
             raise
         finally:
-            request_tasks.reset(token)
-        if not collector.has_pending():
+            request_slot.reset(token)
+        collector = slot.tasks
+        if collector is None or not collector.has_pending():
             return
         reason = self._reason_not_to_run(watch)
         if reason is not None:

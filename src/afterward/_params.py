@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from typing import Any, Union, get_args, get_origin
@@ -64,9 +65,35 @@ class ValueParam:
         self.default = default
         self.required = required
 
+    def error(self, location: str, raw: object, exc: Exception) -> dict[str, Any]:
+        """Return FastAPI's 422 error item for `raw`, which `convert` refused with `exc`."""
+        if isinstance(exc, _TooLongError):
+            error_type, message = "int_parsing_size", _TooLongError.message
+        else:
+            error_type, message = self.error_type, self.message
+        return {"type": error_type, "loc": [location, self.name], "msg": message, "input": raw}
+
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+# The characters pydantic strips around a number: Unicode White_Space (Rust's `trim`), which is not
+# Python's `str.strip()` set (that one also strips the separators U+001C..U+001F).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# ASCII digits with single underscores between them, and an optional fraction of zeros ("2.0"):
+# pydantic's lax str -> int. Python's `int()` also takes non-ASCII digits ("٣"), pydantic does not.
+_INTEGER = re.compile(r"[+-]?0*(\d+(?:_\d+)*)(?:\.0+)?", re.ASCII)
+# pydantic refuses integers longer than this many digits (leading zeros aside): int_parsing_size.
+_MAX_INT_DIGITS = 4300
+
+
+class _TooLongError(ValueError):
+    """An integer of more digits than pydantic parses."""
+
+    message = "Unable to parse input string as an integer, exceeded maximum size"
 
 
 def _to_str(raw: Any) -> str:
@@ -76,13 +103,26 @@ def _to_str(raw: Any) -> str:
 def _to_int(raw: Any) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw  # a Starlette `{id:int}` path convertor already did it
-    return int(raw)
+    text = str(raw)
+    if text.isdigit() and text.isascii() and len(text) <= _MAX_INT_DIGITS:
+        return int(text)  # the usual case, without the pattern
+    match = _INTEGER.fullmatch(text.strip(_WHITESPACE))
+    if match is None:
+        raise ValueError(raw)
+    digits = match[1].replace("_", "")
+    if len(digits) > _MAX_INT_DIGITS:
+        raise _TooLongError(raw)
+    value = int(digits)
+    return -value if text.lstrip(_WHITESPACE).startswith("-") else value
 
 
 def _to_float(raw: Any) -> float:
     if isinstance(raw, float):
         return raw
-    return float(raw)
+    text = str(raw).strip(_WHITESPACE)
+    if not text.isascii():
+        raise ValueError(raw)  # float() reads non-ASCII digits ("٣"); pydantic does not
+    return float(text)
 
 
 def _to_bool(raw: Any) -> bool:

@@ -157,10 +157,13 @@ class Supervisor:
         if self._state in (_State.DRAINING, _State.CLOSED):
             return
         self._state = _State.DRAINING
-        with anyio.move_on_after(self.drain_timeout):
+        with anyio.move_on_after(self.drain_timeout) as deadline:
             await self.wait_idle()
         self._state = _State.CLOSED
-        self._abandon()
+        if deadline.cancelled_caught:
+            self._abandon()
+        else:
+            self._pool.close()  # nothing is queued or running: the idle workers just exit
 
     # -- accounting (shared by the event loop and the worker threads) ------------------------
 
@@ -267,7 +270,7 @@ class Supervisor:
                 )
                 self._finish(job.collector)
         for job in self._pool.running():
-            if isinstance(job, _SyncRun):
+            if isinstance(job, _SyncRun) and not job.done:
                 job.abandon(self.drain_timeout)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
@@ -276,7 +279,7 @@ class Supervisor:
 class _SyncRun:
     """A collector's next run of sync entries, as one job for a worker thread."""
 
-    __slots__ = ("_abandoned", "_lock", "collector", "current", "first", "supervisor")
+    __slots__ = ("_abandoned", "_lock", "collector", "current", "done", "first", "supervisor")
 
     def __init__(self, supervisor: Supervisor, collector: BackgroundTasks, first: bool) -> None:
         self.supervisor = supervisor
@@ -284,6 +287,7 @@ class _SyncRun:
         self.first = first
         self.current: BackgroundTask | None = None
         self._abandoned = False
+        self.done = False  # its part of the collector is over (run, handed back, or abandoned)
         # Taking the next task and abandoning the rest must not interleave.
         self._lock = threading.Lock()
 
@@ -319,8 +323,10 @@ class _SyncRun:
                 len(never_started),
                 names(never_started) or "none",
             )
+            self.done = True
             supervisor._finish(collector)
             return
+        self.done = True
         if not handed_back:
             supervisor._finish(collector)
 

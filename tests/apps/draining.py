@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 
 import anyio
@@ -21,25 +22,33 @@ from starlette.routing import Route
 from afterward import BackgroundTasksMiddleware, current_tasks
 
 TASK_SECONDS = float(os.environ["TASK_SECONDS"])
+_print_lock = threading.Lock()
+
+
+def say(text: str) -> None:
+    """Print one whole line: tasks in several threads print at once."""
+    with _print_lock:
+        print(text, flush=True)
+
 logging.basicConfig(
     stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"
 )
 
 
 async def slow_async(n: int) -> None:
-    print(f"started slow_async {n}", flush=True)
+    say(f"started slow_async {n}")
     await anyio.sleep(TASK_SECONDS)
-    print(f"finished slow_async {n}", flush=True)
+    say(f"finished slow_async {n}")
 
 
 def slow_sync(n: int) -> None:
-    print(f"started slow_sync {n}", flush=True)
+    say(f"started slow_sync {n}")
     time.sleep(TASK_SECONDS)
-    print(f"finished slow_sync {n}", flush=True)
+    say(f"finished slow_sync {n}")
 
 
 def quick(n: int) -> None:
-    print(f"finished quick {n}", flush=True)
+    say(f"finished quick {n}")
 
 
 async def work(request: Request) -> Response:
