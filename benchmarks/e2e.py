@@ -1,4 +1,4 @@
-"""End-to-end benchmark: real uvicorn servers (httptools + uvloop), load from wrk, every task counted.
+"""End-to-end benchmark: uvicorn servers (httptools + uvloop), load from wrk, every task counted.
 
 `python benchmarks/e2e.py` starts one uvicorn process per variant of `benchmarks/e2e_apps.py`, all
 on 127.0.0.1, then measures them in interleaved rounds: in each round every variant gets one wrk
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -114,7 +115,9 @@ def parse_wrk(text: str) -> WrkResult:
     socket = _SOCKET.search(text)
     errors: dict[str, int] = {}
     if socket is not None:
-        for name, value in zip(("connect", "read", "write", "timeout"), socket.groups()):
+        for name, value in zip(
+            ("connect", "read", "write", "timeout"), socket.groups(), strict=True
+        ):
             if int(value):
                 errors[name] = int(value)
     return WrkResult(
@@ -132,14 +135,14 @@ def find_wrk() -> str | None:
 
 
 def run_wrk(
-    wrk: str, port: int, *, duration: float, connections: int, threads: int, script: Path
+    wrk: str, port: int, *, duration: int, connections: int, threads: int, script: Path
 ) -> WrkResult:
     """Load `PATH` on 127.0.0.1:`port` for `duration` seconds and return wrk's report."""
     command = [
         wrk,
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{duration:g}s",
+        f"-d{duration}s",
         "--timeout",
         "10s",
         "-s",
@@ -246,10 +249,7 @@ class Server:
         last, still_since = self.count(), time.monotonic()
         while True:
             handled = last.requests - before.requests
-            if (
-                handled >= minimum
-                and last.tasks - before.tasks == handled * self.tasks_per_request
-            ):
+            if handled >= minimum and last.tasks - before.tasks == handled * self.tasks_per_request:
                 # Counted once more after a pause: a request in flight when wrk stopped may
                 # still be inside the endpoint.
                 time.sleep(0.05)
@@ -304,9 +304,7 @@ def servers(names: Sequence[str], *, loop: str, http: str, logs: Path) -> Iterat
 # --- checking and measuring ---------------------------------------------------------------------
 
 
-def check_counts(
-    tasks_per_request: int, before: Count, after: Count
-) -> list[str]:
+def check_counts(tasks_per_request: int, before: Count, after: Count) -> list[str]:
     """Return what is wrong with the tasks counted between `before` and `after`."""
     handled = after.requests - before.requests
     tasks = after.tasks - before.tasks
@@ -367,9 +365,7 @@ TARGETS = (
     ),
     E2ETarget("detached, 10 sync tasks", "detached-sync10", "starlette-sync10", 6.0),
     E2ETarget("detached, seed example", "detached-seed", "starlette-seed", 6.0),
-    E2ETarget(
-        "middleware with no task: cost <= 5 %", "detached-none", "starlette-none", 0.95
-    ),
+    E2ETarget("middleware with no task: cost <= 5 %", "detached-none", "starlette-none", 0.95),
     E2ETarget("inline, no task", "inline-none", "starlette-none", 0.95),
     E2ETarget("inline, 1 async task", "inline-async", "starlette-async", 0.95),
     E2ETarget("inline >= Litestar, 1 sync task", "inline-sync", "litestar-sync", 1.0),
@@ -409,7 +405,7 @@ def run_rounds(
     started: Sequence[Server],
     *,
     rounds: int,
-    duration: float,
+    duration: int,
     connections: int,
     threads: int,
     wrk: str,
@@ -518,7 +514,15 @@ def machine_description(wrk: str) -> str:
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     packages = ", ".join(
         f"{name} {_version(name)}"
-        for name in ("afterward", "starlette", "uvicorn", "uvloop", "httptools", "litestar", "anyio")
+        for name in (
+            "afterward",
+            "starlette",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "litestar",
+            "anyio",
+        )
     )
     return (
         f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
@@ -531,7 +535,14 @@ def machine_description(wrk: str) -> str:
 
 
 def profile(
-    variant: str, *, duration: float, connections: int, threads: int, loop: str, http: str
+    variant: str,
+    *,
+    duration: int,
+    connections: int,
+    threads: int,
+    loop: str,
+    http: str,
+    keep: Path | None = None,
 ) -> int:
     """Record `variant`'s server with py-spy while wrk loads it; print where the time goes."""
     wrk, py_spy = find_wrk(), shutil.which("py-spy") or _venv_tool("py-spy")
@@ -581,7 +592,11 @@ def profile(
                 print(f"py-spy failed ({spy.returncode}): {err}", file=sys.stderr)
                 return 2
         print(f"{variant}: {report.rate:,.0f} req/s under py-spy (sampling slows it down)\n")
-        print(summarize_profile(raw.read_text()))
+        text = raw.read_text()
+        print(summarize_profile(text))
+        if keep is not None:
+            keep.write_text(text)
+            print(f"\nThe raw stacks (py-spy's collapsed format) are in {keep}.")
     return 0
 
 
@@ -621,6 +636,15 @@ def summarize_profile(raw: str, top: int = 25) -> str:
 # --- command line -------------------------------------------------------------------------------
 
 
+def missing_modules(names: Sequence[str], *, loop: str, http: str) -> list[str]:
+    """Return the modules the servers of `names` need that cannot be imported."""
+    needed = {"uvicorn"}
+    needed.update(module for module in (loop, http) if module in ("uvloop", "httptools"))
+    if any(name.startswith("litestar") for name in names):
+        needed.add("litestar")
+    return sorted(module for module in needed if importlib.util.find_spec(module) is None)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/e2e.py",
@@ -629,7 +653,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s: a smoke run")
     parser.add_argument("--rounds", type=int, help="rounds per variant (default 5)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 3)")
+    parser.add_argument(
+        "--duration", type=int, help="whole seconds per wrk run (default 3; wrk takes no fraction)"
+    )
     parser.add_argument("--connections", type=int, default=50, help="wrk -c (default 50)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     parser.add_argument(
@@ -643,6 +669,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", metavar="VARIANT", choices=list(VARIANTS), help="py-spy one variant instead"
     )
+    parser.add_argument(
+        "--profile-raw", metavar="FILE", type=Path, help="also save py-spy's collapsed stacks here"
+    )
     return parser
 
 
@@ -650,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark as the command line asks; return the exit status."""
     args = _parser().parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
-    duration = args.duration or (1.0 if args.quick else 3.0)
+    duration = args.duration or (1 if args.quick else 3)
     if args.profile:
         return profile(
             args.profile,
@@ -659,23 +688,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             loop=args.loop,
             http=args.http,
+            keep=args.profile_raw,
         )
     wrk = find_wrk()
     if wrk is None:
         print(WRK_INSTALL, file=sys.stderr)
         return 2
     names = args.variant or list(VARIANTS)
+    missing = missing_modules(names, loop=args.loop, http=args.http)
+    if missing:
+        print(
+            f"Missing {', '.join(missing)}: install the bench extra, `pip install -e '.[bench]'`.",
+            file=sys.stderr,
+        )
+        return 2
     print(machine_description(wrk))
     print(
         f"{len(names)} uvicorn servers (--loop {args.loop} --http {args.http}, no access log), "
         f"{rounds} interleaved rounds of wrk -t{args.threads} -c{args.connections} "
-        f"-d{duration:g}s each\n",
+        f"-d{duration}s each\n",
         flush=True,
     )
     try:
-        with tempfile.TemporaryDirectory() as logs, servers(
-            names, loop=args.loop, http=args.http, logs=Path(logs)
-        ) as started:
+        with (
+            tempfile.TemporaryDirectory() as logs,
+            servers(names, loop=args.loop, http=args.http, logs=Path(logs)) as started,
+        ):
             results = run_rounds(
                 started,
                 rounds=rounds,

@@ -202,13 +202,16 @@ def litestar_app(seed: bool) -> ASGIApp:
     from litestar import Litestar, get, post
     from litestar import Response as LitestarResponse
     from litestar.background_tasks import BackgroundTask, BackgroundTasks
-    from litestar.di import Provide
+    from litestar.di import NamedDependency, Provide
+    from litestar.params import FromPath, FromQuery
 
     def task_list() -> BackgroundTasks:
         # A list of its own: Litestar validates a `list` parameter into a copy.
         return BackgroundTasks([])
 
-    def get_query(tasks: BackgroundTasks, q: str | None = None) -> str | None:
+    def get_query(
+        tasks: NamedDependency[BackgroundTasks], q: FromQuery[str | None] = None
+    ) -> str | None:
         if q:
             cast("list[BackgroundTask]", tasks.tasks).append(
                 BackgroundTask(write_log, f"found query: {q}\n")
@@ -216,7 +219,7 @@ def litestar_app(seed: bool) -> ASGIApp:
         return q
 
     @post("/send-notification/{email:str}", status_code=200)
-    async def send_one(email: str) -> LitestarResponse[dict[str, str]]:
+    async def send_one(email: FromPath[str]) -> LitestarResponse[dict[str, str]]:
         next(REQUESTS)
         task = BackgroundTask(record_sync, f"message to {email}\n")
         return LitestarResponse(BODY, background=task)
@@ -230,7 +233,9 @@ def litestar_app(seed: bool) -> ASGIApp:
         },
     )
     async def send_seed(
-        email: str, tasks: BackgroundTasks, found: str | None
+        email: FromPath[str],
+        tasks: NamedDependency[BackgroundTasks],
+        found: NamedDependency[str | None],
     ) -> LitestarResponse[dict[str, str]]:
         next(REQUESTS)
         cast("list[BackgroundTask]", tasks.tasks).append(
@@ -242,7 +247,7 @@ def litestar_app(seed: bool) -> ASGIApp:
     async def count() -> dict[str, int]:
         return count_payload()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[send_seed if seed else send_one, count],
         # The annotations are strings (postponed evaluation); these names are local to this
         # function so that Litestar is imported only by its own servers.
@@ -250,8 +255,13 @@ def litestar_app(seed: bool) -> ASGIApp:
             "LitestarResponse": LitestarResponse,
             "BackgroundTask": BackgroundTask,
             "BackgroundTasks": BackgroundTasks,
+            "FromPath": FromPath,
+            "FromQuery": FromQuery,
+            "NamedDependency": NamedDependency,
         },
     )
+    # Litestar types its ASGI callable with its own, narrower message types.
+    return cast("ASGIApp", app)
 
 
 # --- the variants -------------------------------------------------------------------------------
