@@ -6,10 +6,11 @@ with uvicorn until SIGTERM or SIGINT. `benchmarks/e2e.py` starts one such proces
 
 Every app serves `POST /send-notification/{email}` (the route of FastAPI's "Background Tasks"
 chapter, the seed of this project) with the body `{"message":"Message sent"}`, and `GET /count`,
-which answers `{"requests": R, "tasks": T}`: how many benchmarked requests the endpoint has handled
-and how many background tasks have run since the process started. Every endpoint counts its
-request, every task counts itself: the harness checks that `T == R x tasks_per_request` after each
-round, and that R matches the 2xx responses wrk received.
+which answers `{"requests": R, "tasks": T, "in_workers": W}`: how many benchmarked requests the
+endpoint has handled and how many background tasks have run since the process started, W of them
+in afterward's worker threads (so the harness can tell a detached run from an inline one). Every
+endpoint counts its request, every task counts itself: the harness checks that
+`T == R x tasks_per_request` after each round, and that R matches the 2xx responses wrk received.
 
 The counters are `itertools.count` objects: `next()` on one is a single C call under the GIL, so
 tasks in several worker threads never lose an increment, at no measurable cost.
@@ -22,6 +23,7 @@ import itertools
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,10 @@ EXPECTED_BODY = b'{"message":"Message sent"}'
 
 REQUESTS = itertools.count()
 TASKS = itertools.count()
+IN_WORKERS = itertools.count()
+"""Sync tasks that ran in one of afterward's own worker threads (detached mode)."""
+
+AFTERWARD_WORKER = "afterward-worker"
 
 
 def counted(counter: itertools.count[int]) -> int:
@@ -72,9 +78,15 @@ def counted(counter: itertools.count[int]) -> int:
     return int(text[len("count(") : -1])
 
 
+def _count_sync() -> None:
+    next(TASKS)
+    if threading.current_thread().name.startswith(AFTERWARD_WORKER):
+        next(IN_WORKERS)
+
+
 def record_sync(message: str) -> None:
     """A sync background task."""
-    next(TASKS)
+    _count_sync()
 
 
 async def record_async(message: str) -> None:
@@ -84,12 +96,16 @@ async def record_async(message: str) -> None:
 
 def write_log(message: str) -> None:
     """The seed's task, counting instead of appending to log.txt."""
-    next(TASKS)
+    _count_sync()
 
 
 def count_payload() -> dict[str, int]:
     """The body of `GET /count`."""
-    return {"requests": counted(REQUESTS), "tasks": counted(TASKS)}
+    return {
+        "requests": counted(REQUESTS),
+        "tasks": counted(TASKS),
+        "in_workers": counted(IN_WORKERS),
+    }
 
 
 async def starlette_count(request: Request) -> Response:
@@ -286,12 +302,27 @@ class AppVariant:
     description: str
     build: Callable[[], ASGIApp]
 
+    @property
+    def detached(self) -> bool:
+        """Whether its sync tasks must run in afterward's worker threads (the middleware's)."""
+        return self.name.startswith("detached-")
+
 
 VARIANTS: dict[str, AppVariant] = {
     v.name: v
     for v in (
         AppVariant(
             "starlette-none", 0, "none", "Starlette, no task", lambda: starlette_app(None, 0)
+        ),
+        AppVariant(
+            "inline-none", 0, "none", "afterward inject, no task", lambda: inject_app(None, 0)
+        ),
+        AppVariant(
+            "detached-none",
+            0,
+            "none",
+            "middleware around starlette-none, no task",
+            lambda: detached(starlette_app(None, 0)),
         ),
         AppVariant(
             "starlette-async",
@@ -301,35 +332,18 @@ VARIANTS: dict[str, AppVariant] = {
             lambda: starlette_app(record_async, 1),
         ),
         AppVariant(
-            "starlette-sync",
-            1,
-            "sync",
-            "Starlette, 1 sync task",
-            lambda: starlette_app(record_sync, 1),
-        ),
-        AppVariant(
-            "starlette-sync10",
-            10,
-            "sync10",
-            "Starlette, 10 sync tasks",
-            lambda: starlette_app(record_sync, 10),
-        ),
-        AppVariant(
-            "starlette-seed",
-            2,
-            "seed",
-            "Starlette, seed example (dependency called inline)",
-            lambda: _starlette(_seed_starlette),
-        ),
-        AppVariant(
-            "inline-none", 0, "none", "afterward inject, no task", lambda: inject_app(None, 0)
-        ),
-        AppVariant(
             "inline-async",
             1,
             "async",
             "afterward inject, 1 async task",
             lambda: inject_app(record_async, 1),
+        ),
+        AppVariant(
+            "starlette-sync",
+            1,
+            "sync",
+            "Starlette, 1 sync task",
+            lambda: starlette_app(record_sync, 1),
         ),
         AppVariant(
             "inline-sync",
@@ -339,18 +353,11 @@ VARIANTS: dict[str, AppVariant] = {
             lambda: inject_app(record_sync, 1),
         ),
         AppVariant(
-            "inline-seed",
-            2,
-            "seed",
-            "afterward inject, seed example",
-            lambda: _starlette(inject(_seed_inject)),
-        ),
-        AppVariant(
-            "detached-none",
-            0,
-            "none",
-            "middleware around starlette-none, no task",
-            lambda: detached(starlette_app(None, 0)),
+            "litestar-sync",
+            1,
+            "sync",
+            "Litestar, 1 sync task",
+            lambda: litestar_app(seed=False),
         ),
         AppVariant(
             "detached-sync",
@@ -367,6 +374,13 @@ VARIANTS: dict[str, AppVariant] = {
             lambda: detached(_starlette(_plain_current_tasks)),
         ),
         AppVariant(
+            "starlette-sync10",
+            10,
+            "sync10",
+            "Starlette, 10 sync tasks",
+            lambda: starlette_app(record_sync, 10),
+        ),
+        AppVariant(
             "detached-sync10",
             10,
             "sync10",
@@ -374,18 +388,18 @@ VARIANTS: dict[str, AppVariant] = {
             lambda: detached(inject_app(record_sync, 10)),
         ),
         AppVariant(
-            "detached-seed",
+            "starlette-seed",
             2,
             "seed",
-            "middleware, inject, seed example",
-            lambda: detached(_starlette(inject(_seed_inject))),
+            "Starlette, seed example (dependency called inline)",
+            lambda: _starlette(_seed_starlette),
         ),
         AppVariant(
-            "litestar-sync",
-            1,
-            "sync",
-            "Litestar, 1 sync task",
-            lambda: litestar_app(seed=False),
+            "inline-seed",
+            2,
+            "seed",
+            "afterward inject, seed example",
+            lambda: _starlette(inject(_seed_inject)),
         ),
         AppVariant(
             "litestar-seed",
@@ -394,9 +408,18 @@ VARIANTS: dict[str, AppVariant] = {
             "Litestar, seed example",
             lambda: litestar_app(seed=True),
         ),
+        AppVariant(
+            "detached-seed",
+            2,
+            "seed",
+            "middleware, inject, seed example",
+            lambda: detached(_starlette(inject(_seed_inject))),
+        ),
     )
 }
-"""Every variant, in table order. The scenario's Starlette variant is `starlette-<scenario>`."""
+"""Every variant, in table order, grouped by scenario: in the interleaved rounds a variant is
+measured next to the ones it is compared with. The scenario's Starlette variant is
+`starlette-<scenario>`, the tables' baseline."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
