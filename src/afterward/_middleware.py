@@ -11,6 +11,7 @@ the middleware starts it on `lifespan.startup`, before the app's own startup, an
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -104,7 +105,7 @@ class BackgroundTasksMiddleware:
             await self.app(scope, receive, send)
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware")
+        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware", detached=True)
         watch = _ResponseWatch(send, scope["type"] == "websocket")
         token = request_slot.set(slot)
         try:
@@ -161,7 +162,9 @@ class BackgroundTasksMiddleware:
             handoff_timeout=self.handoff_timeout,
         )
         self.supervisor = supervisor
-        lifespan = _Lifespan(supervisor, receive, send)
+        lifespan = _Lifespan(
+            supervisor, receive, send, lambda: _check_app(scope.get("app"), self.app)
+        )
         async with supervisor.serving():
             try:
                 await self.app(scope, lifespan.receive, lifespan.send)
@@ -203,8 +206,11 @@ class _ResponseWatch:
 class _Lifespan:
     """The middleware's side of one lifespan: drain before the app hears of shutdown."""
 
-    def __init__(self, supervisor: Supervisor, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, supervisor: Supervisor, receive: Receive, send: Send, check: Callable[[], None]
+    ) -> None:
         self.supervisor = supervisor
+        self._check = check
         self._receive = receive
         self._send = send
         self.inner_received = False
@@ -220,6 +226,8 @@ class _Lifespan:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._check()
         if kind.startswith("lifespan.startup."):
             self.startup_answered = True
         elif kind.startswith("lifespan.shutdown."):
@@ -239,6 +247,21 @@ class _Lifespan:
             if message["type"] == "lifespan.shutdown":
                 await self.supervisor.drain()
                 await self.send({"type": "lifespan.shutdown.complete"})
+
+
+def _check_app(*candidates: object) -> None:
+    """Run the startup checks that apply to the app (today: FastAPI's silent opt-out)."""
+    fastapi = sys.modules.get("fastapi")
+    if fastapi is None:
+        return
+    for app in candidates:
+        if isinstance(app, fastapi.FastAPI):
+            # The one place an entry point reaches up to an integration: only for a FastAPI app,
+            # which has FastAPI imported already.
+            from .fastapi import check_app
+
+            check_app(app)
+            return
 
 
 def _check_count(name: str, value: object) -> None:
