@@ -607,3 +607,48 @@ async def test_a_collector_factory_that_returns_something_else_fails_loudly() ->
     with pytest.raises(TypeError, match=r"must return an afterward\.BackgroundTasks"):
         async with client(app) as http:
             await http.get("/")
+
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="none")
+
+
+async def test_concurrent_requests_tasks_never_mix() -> None:
+    """Each request's tasks, and only those, run for it, with its own context variables."""
+    seen: dict[str, list[tuple[str, str, str]]] = {}
+    lock = threading.Lock()
+
+    def sync_task(request_id: str, step: str) -> None:
+        with lock:
+            seen.setdefault(request_id, []).append((step, REQUEST_ID.get(), "sync"))
+
+    async def async_task(request_id: str, step: str) -> None:
+        await anyio.sleep(0)
+        with lock:
+            seen.setdefault(request_id, []).append((step, REQUEST_ID.get(), "async"))
+
+    async def endpoint(request: Request) -> Response:
+        request_id = request.query_params["id"]
+        REQUEST_ID.set(request_id)
+        tasks = current_tasks()
+        tasks.add_task(sync_task, request_id, "1")
+        await anyio.sleep(0)  # let other requests interleave while this one is being handled
+        tasks.add_task(async_task, request_id, "2")
+        current_tasks().add_task(sync_task, request_id, "3")
+        return PlainTextResponse(request_id)
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]), workers=4)
+    ids = [str(n) for n in range(100)]
+    async with running(app), client(app) as http:
+        async with anyio.create_task_group() as tg:
+            for request_id in ids:
+                tg.start_soon(http.get, f"/?id={request_id}")
+        assert app.supervisor is not None
+        with anyio.fail_after(10):
+            await app.supervisor.wait_idle()
+    assert sorted(seen) == sorted(ids)
+    for request_id, steps in seen.items():
+        assert steps == [
+            ("1", request_id, "sync"),
+            ("2", request_id, "async"),
+            ("3", request_id, "sync"),
+        ]
