@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import ClassVar
@@ -173,10 +173,22 @@ def client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
-def not_run_messages(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name == "afterward" and "Not running" in r.getMessage()
-    ]
+class AfterwardLog(logging.Handler):
+    """The records of the "afterward" logger, kept by a handler on that logger itself.
+
+    pytest's caplog listens on the root logger, which some frameworks reconfigure at startup
+    (Litestar's default logging config replaces the root handlers): listen where afterward logs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def not_run(self) -> list[logging.LogRecord]:
+        return [r for r in self.records if "Not running" in r.getMessage()]
 
 
 class FrameworkContract:
@@ -184,6 +196,19 @@ class FrameworkContract:
 
     # Events the app's own lifespan records around a task still running at shutdown.
     lifespan_events: ClassVar[list[str]] = ["app startup", "task done", "app shutdown"]
+
+    @pytest.fixture
+    def afterward_log(self) -> Iterator[AfterwardLog]:
+        logger = logging.getLogger("afterward")
+        handler = AfterwardLog()
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        try:
+            yield handler
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
     def build(self, probe: Probe) -> ASGIApp:
         """Return the framework's app, wrapped with (or holding) BackgroundTasksMiddleware."""
@@ -235,16 +260,15 @@ class FrameworkContract:
     @pytest.mark.parametrize("kind", ["async", "sync"])
     @pytest.mark.parametrize("status", [404, 500])
     async def test_an_error_response_does_not_run_the_tasks_and_logs_them_by_name(
-        self, kind: str, status: int, caplog: pytest.LogCaptureFixture
+        self, kind: str, status: int, afterward_log: AfterwardLog
     ) -> None:
-        caplog.set_level(logging.INFO, logger="afterward")
         probe = Probe()
         app = self.build(probe)
         async with LifespanDriver(app, probe).running(), client(app) as http:
             response = await http.get(f"/{kind}/{status}", params={"id": "e-1"})
             assert response.status_code == status
         assert probe.unwanted == []  # the drain at shutdown is over: it never ran
-        (message,) = not_run_messages(caplog)
+        (message,) = afterward_log.not_run()
         assert message.levelno == logging.INFO
         assert "send_welcome_email" in message.getMessage()
         # A framework may answer a 404 exception itself or let it through the middleware.
@@ -252,16 +276,15 @@ class FrameworkContract:
 
     @pytest.mark.parametrize("kind", ["async", "sync"])
     async def test_a_raised_exception_does_not_run_the_tasks_and_logs_them_by_name(
-        self, kind: str, caplog: pytest.LogCaptureFixture
+        self, kind: str, afterward_log: AfterwardLog
     ) -> None:
-        caplog.set_level(logging.INFO, logger="afterward")
         probe = Probe()
         app = self.build(probe)
         async with LifespanDriver(app, probe).running(), client(app) as http:
             response = await http.get(f"/{kind}/raise", params={"id": "boom"})
             assert response.status_code == 500
         assert probe.unwanted == []
-        (message,) = not_run_messages(caplog)
+        (message,) = afterward_log.not_run()
         assert "send_welcome_email" in message.getMessage()
         text = message.getMessage()
         assert "status was 500" in text or "the app raised RuntimeError" in text
@@ -278,6 +301,15 @@ class FrameworkContract:
             "lifespan.startup.complete",
             "lifespan.shutdown.complete",
         ]
+
+
+class ServedByUvicorn:
+    """One test through a real uvicorn (lifespan on) per framework."""
+
+    def build(self, probe: Probe) -> ASGIApp:
+        raise NotImplementedError
+
+    lifespan_events: ClassVar[list[str]] = FrameworkContract.lifespan_events
 
     async def test_through_real_uvicorn_the_server_never_waits_for_the_task(self) -> None:
         probe = Probe()

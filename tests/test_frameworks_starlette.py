@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import BOTH_BACKENDS, FrameworkContract, Probe
+from tests._frameworks import BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ def starlette_app(probe: Probe, middleware: list[Middleware] | None = None) -> S
     )
 
 
-class TestStarletteWrapped(FrameworkContract):
+class TestStarletteWrapped(FrameworkContract, ServedByUvicorn):
     """`app = BackgroundTasksMiddleware(Starlette(...))`."""
 
     def build(self, probe: Probe) -> ASGIApp:

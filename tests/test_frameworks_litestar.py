@@ -1,0 +1,58 @@
+"""Litestar under BackgroundTasksMiddleware (asyncio only).
+
+Litestar's own `middleware=[...]` list only sees HTTP and websocket scopes, never the lifespan:
+there the middleware would have no supervisor and would run tasks inline. So the app is wrapped
+from outside, which is what the example and docs/frameworks.md show.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import NotFoundException
+from starlette.types import ASGIApp
+
+from afterward import BackgroundTasksMiddleware
+
+from tests._frameworks import FrameworkContract, Probe, ServedByUvicorn, asyncio_only
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=asyncio_only("Litestar runs on asyncio only"))
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def litestar_app(probe: Probe) -> Litestar:
+    # Parameters are read from the request: the inferred-parameter style warns in Litestar 2.25
+    # and the explicit one (FromPath, FromQuery) does not exist in earlier releases.
+    def answer(request: Request[Any, Any, Any]) -> Response[str]:
+        action = request.path_params["action"]
+        status = probe.handle(action, request.query_params.get("id", ""))
+        if status == 404:
+            raise NotFoundException()
+        return Response("ok", status_code=status, media_type=MediaType.TEXT)
+
+    @get("/async/{action:str}")
+    async def async_endpoint(request: Request[Any, Any, Any]) -> Response[str]:
+        return answer(request)
+
+    @get("/sync/{action:str}", sync_to_thread=True)
+    def sync_endpoint(request: Request[Any, Any, Any]) -> Response[str]:
+        return answer(request)
+
+    return Litestar(
+        [async_endpoint, sync_endpoint],
+        on_startup=[probe.app_startup],
+        on_shutdown=[probe.app_shutdown],
+    )
+
+
+class TestLitestar(FrameworkContract, ServedByUvicorn):
+    """`app = BackgroundTasksMiddleware(Litestar(...))`."""
+
+    def build(self, probe: Probe) -> ASGIApp:
+        return BackgroundTasksMiddleware(litestar_app(probe))
