@@ -22,9 +22,11 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from types import ModuleType
 from typing import ClassVar
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Scope
@@ -32,6 +34,7 @@ from starlette.types import ASGIApp, Message, Scope
 from afterward import current_tasks
 
 from tests.test_e2e_uvicorn import RecordOutcome, SlowTask
+from tests.test_middleware import running
 from tests.test_middleware_e2e import serving
 
 request_id: ContextVar[str] = ContextVar("request_id", default="unset")
@@ -120,6 +123,10 @@ async def count_tagged(probe: Probe, tag: str) -> None:
 
 async def finish_during_shutdown(probe: Probe) -> None:
     await probe.shutdown_delivered.wait()
+    # Still busy for a while after the server asked to shut down: an app told of the shutdown
+    # without waiting for the drain would run its own shutdown hook in these turns.
+    for _ in range(50):
+        await anyio.lowlevel.checkpoint()
     probe.events.append("task done")
 
 
@@ -333,3 +340,26 @@ class ServedByUvicorn:
         assert [e for e in probe.events if e != "task done"] == [
             e for e in self.lifespan_events if e != "task done"
         ]
+
+
+async def check_signup_example(
+    example: ModuleType, afterward_log: AfterwardLog, path: str = "/signup"
+) -> None:
+    """Sign up twice through an example's `app`: the first runs both tasks, the 409 runs none."""
+    example.audit_log.clear()
+    example.outbox.clear()
+    example.registered.clear()
+    app = example.app
+    async with running(app), client(app) as http:
+        first = await http.post(f"{path}/ada@example.com", headers={"X-Request-ID": "r-1"})
+        assert first.status_code == 201, first.text
+        assert first.json() == {"message": "Welcome, ada@example.com"}
+        again = await http.post(f"{path}/ada@example.com", headers={"X-Request-ID": "r-2"})
+        assert again.status_code == 409, again.text
+    # Shutdown drained the supervisor: whatever was going to run has run.
+    assert example.audit_log == ["r-1 signup ada@example.com"]  # a sync task, in a worker
+    assert example.outbox == ["r-1 welcome ada@example.com"]  # an async task, on the loop
+    (message,) = afterward_log.not_run()
+    assert "status was 409" in message.getMessage() or "raised" in message.getMessage()
+    assert "write_audit_line, " in message.getMessage()
+    assert "send_welcome_email" in message.getMessage()

@@ -22,6 +22,8 @@ from starlette.types import ASGIApp
 from afterward import BackgroundTasksMiddleware
 
 from tests._frameworks import (
+    AfterwardLog,
+    check_signup_example,
     FrameworkContract,
     LifespanDriver,
     Probe,
@@ -74,6 +76,18 @@ class TestDjango(FrameworkContract, ServedByUvicorn):
     def build(self, probe: Probe) -> ASGIApp:
         _probes.append(probe)
         return BackgroundTasksMiddleware(get_asgi_application())
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        with override_settings(ROOT_URLCONF="examples.django_app"):
+            await check_signup_example(django_app, afterward_log)
+
+    async def test_the_examples_async_view_runs_its_tasks_too(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        with override_settings(ROOT_URLCONF="examples.django_app"):
+            await check_signup_example(django_app, afterward_log, path="/async/signup")
 
     async def test_django_refuses_lifespan_yet_the_supervisor_runs(self) -> None:
         probe = Probe()

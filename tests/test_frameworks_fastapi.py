@@ -13,7 +13,9 @@ from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
+from examples import fastapi_middleware
+
+from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +56,11 @@ class TestFastAPIWrapped(FrameworkContract, ServedByUvicorn):
 
     def build(self, probe: Probe) -> ASGIApp:
         return BackgroundTasksMiddleware(fastapi_app(probe))
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        await check_signup_example(fastapi_middleware, afterward_log)
 
 
 class TestFastAPIAddMiddleware(FrameworkContract):

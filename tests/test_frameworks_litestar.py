@@ -16,7 +16,9 @@ from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import FrameworkContract, Probe, ServedByUvicorn, asyncio_only
+from examples import litestar_app
+
+from tests._frameworks import AfterwardLog, check_signup_example, FrameworkContract, Probe, ServedByUvicorn, asyncio_only
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +28,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def litestar_app(probe: Probe) -> Litestar:
+def build_litestar(probe: Probe) -> Litestar:
     # Parameters are read from the request: the inferred-parameter style warns in Litestar 2.25
     # and the explicit one (FromPath, FromQuery) does not exist in earlier releases.
     def answer(request: Request[Any, Any, Any]) -> Response[str]:
@@ -55,4 +57,9 @@ class TestLitestar(FrameworkContract, ServedByUvicorn):
     """`app = BackgroundTasksMiddleware(Litestar(...))`."""
 
     def build(self, probe: Probe) -> ASGIApp:
-        return BackgroundTasksMiddleware(litestar_app(probe))
+        return BackgroundTasksMiddleware(build_litestar(probe))
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        await check_signup_example(litestar_app, afterward_log)

@@ -12,7 +12,9 @@ from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import FrameworkContract, Probe, ServedByUvicorn, asyncio_only
+from examples import quart_app
+
+from tests._frameworks import AfterwardLog, check_signup_example, FrameworkContract, Probe, ServedByUvicorn, asyncio_only
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +24,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def quart_app(probe: Probe) -> Quart:
+def build_quart(probe: Probe) -> Quart:
     app = Quart(__name__)
 
     @app.before_serving
@@ -54,13 +56,18 @@ class TestQuartAsgiApp(FrameworkContract, ServedByUvicorn):
     """`app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)`."""
 
     def build(self, probe: Probe) -> ASGIApp:
-        app = quart_app(probe)
+        app = build_quart(probe)
         app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)  # type: ignore[method-assign]
         return app
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        await check_signup_example(quart_app, afterward_log)
 
 
 class TestQuartWrapped(FrameworkContract):
     """`app = BackgroundTasksMiddleware(Quart(...))`."""
 
     def build(self, probe: Probe) -> ASGIApp:
-        return BackgroundTasksMiddleware(quart_app(probe))
+        return BackgroundTasksMiddleware(build_quart(probe))

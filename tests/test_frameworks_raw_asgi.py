@@ -12,7 +12,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
+from examples import raw_asgi_app
+
+from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 
@@ -61,6 +63,11 @@ class TestRawAsgiWithLifespan(FrameworkContract, ServedByUvicorn):
 
     def build(self, probe: Probe) -> ASGIApp:
         return BackgroundTasksMiddleware(raw_app(probe, lifespan=True))
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        await check_signup_example(raw_asgi_app, afterward_log)
 
 
 class TestRawAsgiWithoutLifespan(FrameworkContract):

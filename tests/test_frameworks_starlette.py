@@ -16,7 +16,9 @@ from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware
 
-from tests._frameworks import BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
+from examples import starlette_middleware
+
+from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +59,11 @@ class TestStarletteWrapped(FrameworkContract, ServedByUvicorn):
 
     def build(self, probe: Probe) -> ASGIApp:
         return BackgroundTasksMiddleware(starlette_app(probe))
+
+    async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
+        self, afterward_log: AfterwardLog
+    ) -> None:
+        await check_signup_example(starlette_middleware, afterward_log)
 
 
 class TestStarletteMiddlewareList(FrameworkContract):
