@@ -21,9 +21,8 @@ from contextvars import ContextVar
 import django
 from django.conf import settings
 from django.core.asgi import get_asgi_application
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import path
-from django.views.decorators.http import require_POST
 
 from afterward import BackgroundTasksMiddleware, current_tasks
 
@@ -58,9 +57,10 @@ async def send_welcome_email(email: str) -> None:
     logger.info("welcome e-mail sent to %s (request %s)", email, request_id.get())
 
 
-@require_POST
 def signup(request: HttpRequest, email: str) -> HttpResponse:
     """A sync view: Django runs it in a thread, where `current_tasks()` works all the same."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     request_id.set(request.headers.get("X-Request-ID", "-"))
     tasks = current_tasks()
     tasks.add_task(write_audit_line, email)
@@ -72,9 +72,10 @@ def signup(request: HttpRequest, email: str) -> HttpResponse:
     return JsonResponse({"message": f"Welcome, {email}"}, status=201)
 
 
-@require_POST
 async def signup_async(request: HttpRequest, email: str) -> HttpResponse:
     """The same as an async view, on the event loop."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     request_id.set(request.headers.get("X-Request-ID", "-"))
     tasks = current_tasks()
     tasks.add_task(write_audit_line, email)

@@ -30,12 +30,11 @@ import anyio.lowlevel
 import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Scope
-
-from afterward import current_tasks
-
 from tests.test_e2e_uvicorn import RecordOutcome, SlowTask
 from tests.test_middleware import running
 from tests.test_middleware_e2e import serving
+
+from afterward import current_tasks
 
 request_id: ContextVar[str] = ContextVar("request_id", default="unset")
 
@@ -159,7 +158,11 @@ class LifespanDriver:
 
         scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
         async with to_app, app_inbox, app_outbox, from_app, anyio.create_task_group() as tg:
-            tg.start_soon(self.app, scope, receive, send)
+
+            async def call_app() -> None:
+                await self.app(scope, receive, send)
+
+            tg.start_soon(call_app)
             await to_app.send({"type": "lifespan.startup"})
             with anyio.fail_after(5):
                 answer = await from_app.receive()

@@ -18,19 +18,18 @@ from django.test import override_settings
 from django.urls import path
 from examples import django_app
 from starlette.types import ASGIApp
-
-from afterward import BackgroundTasksMiddleware
-
 from tests._frameworks import (
     AfterwardLog,
-    check_signup_example,
     FrameworkContract,
     LifespanDriver,
     Probe,
     ServedByUvicorn,
     asyncio_only,
+    check_signup_example,
     client,
 )
+
+from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio
 
@@ -95,7 +94,8 @@ class TestDjango(FrameworkContract, ServedByUvicorn):
         with pytest.raises(ValueError, match="lifespan"):  # what Django itself does
             await get_asgi_application()({"type": "lifespan"}, _never, _never)
         async with LifespanDriver(app, probe).running(), client(app) as http:
-            assert app.supervisor is not None and app.supervisor.running
+            assert app.supervisor is not None
+            assert app.supervisor.running
             _probes.append(probe)
             assert (await http.get("/async/ordered?id=d-1")).text == "ok"
             with anyio.fail_after(5):

@@ -6,16 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from examples import fastapi_middleware
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
+from tests._frameworks import (
+    BOTH_BACKENDS,
+    AfterwardLog,
+    FrameworkContract,
+    Probe,
+    ServedByUvicorn,
+    check_signup_example,
+)
 
 from afterward import BackgroundTasksMiddleware
-
-from examples import fastapi_middleware
-
-from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 

@@ -6,15 +6,22 @@ Quart's own idiom for ASGI middleware is `app.asgi_app = Middleware(app.asgi_app
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
+from examples import quart_app
 from quart import Quart, abort, request
 from starlette.types import ASGIApp
+from tests._frameworks import (
+    AfterwardLog,
+    FrameworkContract,
+    Probe,
+    ServedByUvicorn,
+    asyncio_only,
+    check_signup_example,
+)
 
 from afterward import BackgroundTasksMiddleware
-
-from examples import quart_app
-
-from tests._frameworks import AfterwardLog, check_signup_example, FrameworkContract, Probe, ServedByUvicorn, asyncio_only
 
 pytestmark = pytest.mark.anyio
 
@@ -57,8 +64,8 @@ class TestQuartAsgiApp(FrameworkContract, ServedByUvicorn):
 
     def build(self, probe: Probe) -> ASGIApp:
         app = build_quart(probe)
-        app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)  # type: ignore[method-assign]
-        return app
+        app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)  # type: ignore[arg-type,assignment]
+        return cast(ASGIApp, app)  # Quart's own ASGI types are stricter than Starlette's
 
     async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
         self, afterward_log: AfterwardLog
@@ -70,4 +77,4 @@ class TestQuartWrapped(FrameworkContract):
     """`app = BackgroundTasksMiddleware(Quart(...))`."""
 
     def build(self, probe: Probe) -> ASGIApp:
-        return BackgroundTasksMiddleware(build_quart(probe))
+        return BackgroundTasksMiddleware(build_quart(probe))  # type: ignore[arg-type]

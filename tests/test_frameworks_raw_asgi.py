@@ -8,13 +8,18 @@ from urllib.parse import parse_qs
 import anyio
 import anyio.to_thread
 import pytest
+from examples import raw_asgi_app
 from starlette.types import ASGIApp, Receive, Scope, Send
+from tests._frameworks import (
+    BOTH_BACKENDS,
+    AfterwardLog,
+    FrameworkContract,
+    Probe,
+    ServedByUvicorn,
+    check_signup_example,
+)
 
 from afterward import BackgroundTasksMiddleware
-
-from examples import raw_asgi_app
-
-from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from examples import starlette_middleware
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -13,12 +14,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from tests._frameworks import (
+    BOTH_BACKENDS,
+    AfterwardLog,
+    FrameworkContract,
+    Probe,
+    ServedByUvicorn,
+    check_signup_example,
+)
 
 from afterward import BackgroundTasksMiddleware
-
-from examples import starlette_middleware
-
-from tests._frameworks import AfterwardLog, check_signup_example, BOTH_BACKENDS, FrameworkContract, Probe, ServedByUvicorn
 
 pytestmark = pytest.mark.anyio
 
