@@ -8,9 +8,8 @@ and neither task runs.
 
 `app.add_middleware(BackgroundTasksMiddleware, ...)` installs it, as does
 `FastAPI(middleware=[Middleware(BackgroundTasksMiddleware, ...)])`. With the middleware installed,
-`afterward.fastapi.BackgroundTasks` parameters and `current_tasks()` reach the same collector,
-so code deep below the path operation (a service function, a sync dependency run in a thread)
-can queue work without a parameter threaded through every call.
+code deep below the path operation (a service function, a sync dependency run in a thread) can
+queue work with `current_tasks()`, without a parameter threaded through every call.
 """
 
 from __future__ import annotations
