@@ -7,10 +7,11 @@ from outside, which is what the example and docs/frameworks.md show.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from examples import litestar_app
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import NotFoundException
 from starlette.types import ASGIApp
@@ -61,6 +62,18 @@ def build_litestar(probe: Probe) -> Litestar:
 class TestLitestar(FrameworkContract, ServedByUvicorn):
     """`app = BackgroundTasksMiddleware(Litestar(...))`."""
 
+    @pytest.fixture(autouse=True)
+    def _keep_the_root_logger(self) -> Iterator[None]:
+        # Building a Litestar app applies its default logging config: the root logger gets
+        # level INFO and Litestar's handler. Put it back for the tests that run after these.
+        root = logging.getLogger()
+        level, handlers = root.level, root.handlers[:]
+        try:
+            yield
+        finally:
+            root.setLevel(level)
+            root.handlers[:] = handlers
+
     def build(self, probe: Probe) -> ASGIApp:
         # The ignore: the middleware's parameter is Starlette's ASGIApp, which Litestar's stricter
         # ASGI types do not match under mypy (reported; at run time any ASGI app works).
@@ -69,4 +82,7 @@ class TestLitestar(FrameworkContract, ServedByUvicorn):
     async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
         self, afterward_log: AfterwardLog
     ) -> None:
+        # Imported here, not at collection: building a Litestar app configures logging.
+        from examples import litestar_app
+
         await check_signup_example(litestar_app, afterward_log)
