@@ -67,6 +67,6 @@ def shutdown() -> None:
 # The ignore: BackgroundTasksMiddleware is typed with Starlette's ASGI types, which Litestar's
 # stricter ones do not match under mypy; at run time any ASGI app works.
 app = BackgroundTasksMiddleware(
-    Litestar([signup], on_startup=[startup], on_shutdown=[shutdown]),  # type: ignore[arg-type]
+    Litestar([signup], on_startup=[startup], on_shutdown=[shutdown]),
     drain_timeout=10.0,
 )

@@ -30,7 +30,7 @@ registered: set[str] = set()
 app = Quart(__name__)
 # The ignore: BackgroundTasksMiddleware is typed with Starlette's ASGI types, which Quart's
 # stricter ones do not match under mypy; at run time any ASGI app works.
-app.asgi_app = BackgroundTasksMiddleware(app.asgi_app, drain_timeout=10.0)  # type: ignore[arg-type,assignment]
+app.asgi_app = BackgroundTasksMiddleware(app.asgi_app, drain_timeout=10.0)  # type: ignore[assignment]
 
 
 def write_audit_line(email: str) -> None:

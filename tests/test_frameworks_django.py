@@ -18,7 +18,8 @@ from django.test import override_settings
 from django.urls import path
 from examples import django_app
 from starlette.types import ASGIApp
-from tests._frameworks import (
+
+from _frameworks import (
     AfterwardLog,
     FrameworkContract,
     LifespanDriver,
@@ -28,7 +29,6 @@ from tests._frameworks import (
     check_signup_example,
     client,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
-from tests._frameworks import (
+
+from _frameworks import (
     BOTH_BACKENDS,
     AfterwardLog,
     FrameworkContract,
@@ -19,7 +20,6 @@ from tests._frameworks import (
     ServedByUvicorn,
     check_signup_example,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,8 @@ import pytest
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import NotFoundException
 from starlette.types import ASGIApp
-from tests._frameworks import (
+
+from _frameworks import (
     AfterwardLog,
     FrameworkContract,
     Probe,
@@ -23,7 +24,6 @@ from tests._frameworks import (
     asyncio_only,
     check_signup_example,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -77,7 +77,7 @@ class TestLitestar(FrameworkContract, ServedByUvicorn):
     def build(self, probe: Probe) -> ASGIApp:
         # The ignore: the middleware's parameter is Starlette's ASGIApp, which Litestar's stricter
         # ASGI types do not match under mypy (reported; at run time any ASGI app works).
-        return BackgroundTasksMiddleware(build_litestar(probe))  # type: ignore[arg-type]
+        return BackgroundTasksMiddleware(build_litestar(probe))
 
     async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
         self, afterward_log: AfterwardLog

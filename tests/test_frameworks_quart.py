@@ -12,7 +12,8 @@ import pytest
 from examples import quart_app
 from quart import Quart, abort, request
 from starlette.types import ASGIApp
-from tests._frameworks import (
+
+from _frameworks import (
     AfterwardLog,
     FrameworkContract,
     Probe,
@@ -20,7 +21,6 @@ from tests._frameworks import (
     asyncio_only,
     check_signup_example,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,7 @@ class TestQuartAsgiApp(FrameworkContract, ServedByUvicorn):
 
     def build(self, probe: Probe) -> ASGIApp:
         app = build_quart(probe)
-        app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)  # type: ignore[arg-type,assignment]
+        app.asgi_app = BackgroundTasksMiddleware(app.asgi_app)  # type: ignore[assignment]
         return cast(ASGIApp, app)  # Quart's own ASGI types are stricter than Starlette's
 
     async def test_the_example_runs_its_tasks_after_a_signup_and_not_after_a_409(
@@ -77,4 +77,4 @@ class TestQuartWrapped(FrameworkContract):
     """`app = BackgroundTasksMiddleware(Quart(...))`."""
 
     def build(self, probe: Probe) -> ASGIApp:
-        return BackgroundTasksMiddleware(build_quart(probe))  # type: ignore[arg-type]
+        return BackgroundTasksMiddleware(build_quart(probe))

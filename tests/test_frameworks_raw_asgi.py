@@ -10,7 +10,8 @@ import anyio.to_thread
 import pytest
 from examples import raw_asgi_app
 from starlette.types import ASGIApp, Receive, Scope, Send
-from tests._frameworks import (
+
+from _frameworks import (
     BOTH_BACKENDS,
     AfterwardLog,
     FrameworkContract,
@@ -18,7 +19,6 @@ from tests._frameworks import (
     ServedByUvicorn,
     check_signup_example,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
-from tests._frameworks import (
+
+from _frameworks import (
     BOTH_BACKENDS,
     AfterwardLog,
     FrameworkContract,
@@ -22,7 +23,6 @@ from tests._frameworks import (
     ServedByUvicorn,
     check_signup_example,
 )
-
 from afterward import BackgroundTasksMiddleware
 
 pytestmark = pytest.mark.anyio

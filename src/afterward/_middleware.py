@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,10 @@ __all__ = ["BackgroundTasksMiddleware", "RunWhen"]
 RunWhen = Literal["success", "completed", "always"]
 """When a request's tasks run: after a completed response below 400 (the default), after any
 completed response, or always, even when the app raised or the client went away."""
+
+AnyASGIApp = Callable[..., Awaitable[None]]
+"""Any ASGI app: frameworks type `scope`, `receive` and `send` each their own way (Starlette,
+Litestar, Quart, Django), and each app is called with the messages the server sends."""
 
 _RUN_WHEN = ("success", "completed", "always")
 _FINAL_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
@@ -60,7 +64,7 @@ class BackgroundTasksMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: AnyASGIApp,
         *,
         drain_timeout: float = 30.0,
         max_running: int = 100,
@@ -84,7 +88,7 @@ class BackgroundTasksMiddleware:
                 f"collector must be a callable that returns an afterward.BackgroundTasks, "
                 f"such as the class itself, got {collector!r}."
             )
-        self.app = app
+        self.app: ASGIApp = app
         self.drain_timeout = drain_timeout
         self.max_running = max_running
         self.max_waiting = max_waiting
