@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from afterward import BackgroundTasks, Depends, inject
 
-from .harness import HttpRequest, Scenario, Target
+from .harness import HttpRequest, Scenario
+from .results import Target
 
 __all__ = ["EMAIL", "EXECUTED", "QUERY", "REQUEST", "VARIANTS", "scenarios"]
 
@@ -68,6 +69,36 @@ def record_sync(message: str) -> None:
 def write_log(message: str) -> None:
     """The seed's task, appending to memory instead of to log.txt."""
     EXECUTED.append(message)
+
+
+# --- no task: the endpoint alone ---------------------------------------------------------------
+
+
+async def _no_task_starlette(request: Request) -> Response:
+    email = request.path_params["email"]
+    _ = f"message to {email}\n"  # the same work as the other scenarios, minus the task
+    return JSONResponse(BODY)
+
+
+async def _no_task_afterward(email: str) -> dict[str, str]:
+    _ = f"message to {email}\n"
+    return BODY
+
+
+def _no_task_fastapi() -> ASGIApp:
+    app = FastAPI()
+
+    @app.post(PATH, response_model=None)
+    async def send_notification(email: str) -> dict[str, str]:
+        _ = f"message to {email}\n"
+        return BODY
+
+    return app
+
+
+async def _no_task_bare(scope: Scope, receive: Receive, send: Send) -> None:
+    _ = f"message to {_email_from(scope)}\n"
+    await _send_json(send, BODY)
 
 
 # --- 1 or 10 tasks, async or sync ---------------------------------------------------------------
@@ -269,25 +300,45 @@ def _tasks_scenario(
 
 
 def scenarios() -> list[Scenario]:
-    """Return the benchmark's scenarios with their targets (from the issue), apps built afresh.
+    """Return the benchmark's scenarios with their targets, apps built afresh.
+
+    The targets are afterward 0.1's, raised to 1.0x Starlette for no task and for async tasks
+    by 0.1.1 (issue 5, part 6).
 
     Requests per round are sized so that one turn of the interleaving (a round of each variant)
     takes about 0.1 s: short rounds, many of them, give the steadiest ratios.
     """
     return [
+        Scenario(
+            name="no task",
+            apps={
+                "starlette": Starlette(routes=[Route(PATH, _no_task_starlette, methods=["POST"])]),
+                "afterward": Starlette(
+                    routes=[Route(PATH, inject(_no_task_afterward), methods=["POST"])]
+                ),
+                "fastapi": _no_task_fastapi(),
+                "bare": _no_task_bare,
+            },
+            request=REQUEST,
+            expected_body=EXPECTED_BODY,
+            messages=(),
+            executed=EXECUTED,
+            requests=600,
+            targets=(Target("afterward", "starlette", 1.0),),
+        ),
         _tasks_scenario(
             "1 async task",
             record_async,
             1,
             requests=500,
-            targets=(Target("afterward", "starlette", 0.9), Target("afterward", "fastapi", 3.0)),
+            targets=(Target("afterward", "starlette", 1.0), Target("afterward", "fastapi", 3.0)),
         ),
         _tasks_scenario(
             "10 async tasks",
             record_async,
             10,
             requests=400,
-            targets=(Target("afterward", "starlette", 0.9),),
+            targets=(Target("afterward", "starlette", 1.0),),
         ),
         _tasks_scenario(
             "1 sync task",

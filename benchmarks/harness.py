@@ -5,7 +5,12 @@ callables, and the app is called as a server would, `await app(scope, receive, s
 of a fixed number of requests (a *round*). Rounds of the variants of a scenario are interleaved
 (A, B, C, then B, C, A, ...: the starting variant rotates), so drift in the machine's speed
 touches every variant alike. A variant's requests/s is the median of its rounds; a ratio between
-two variants is the median of their per-round ratios. Many short rounds make both stable.
+two variants is the median of their per-round ratios (see `results.py`). Many short rounds make
+both stable.
+
+The garbage collector is left alone, or controlled (`control_gc`): what is alive after the warm-up
+is frozen out of its sight and a collection runs before every round, so that one variant's garbage
+is not collected on another's time. `benchmarks/README.md` says what each way measures.
 
 Nothing is taken on trust. After every request the harness checks the status and the exact body,
 that the tasks had not run yet when the final body message was sent (they run after the response),
@@ -17,23 +22,19 @@ messages, in order, once per request. Any deviation raises `BenchmarkError`.
 from __future__ import annotations
 
 import gc
-import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Scope
+
+from .results import ScenarioResult, Target
 
 __all__ = [
     "BenchmarkError",
     "HttpRequest",
     "Scenario",
-    "ScenarioResult",
-    "Target",
-    "TargetOutcome",
-    "evaluate",
     "make_scope",
     "measure_round",
     "run_benchmark",
@@ -52,15 +53,6 @@ class HttpRequest:
     method: str
     path: str
     query_string: bytes = b""
-
-
-@dataclass(frozen=True)
-class Target:
-    """A performance target: `variant` must reach `minimum` times the req/s of `baseline`."""
-
-    variant: str
-    baseline: str
-    minimum: float
 
 
 @dataclass(frozen=True)
@@ -86,50 +78,6 @@ class Scenario:
     executed: list[str]
     requests: int
     targets: tuple[Target, ...] = ()
-
-
-@dataclass
-class ScenarioResult:
-    """The requests/s of every round of every variant of one scenario."""
-
-    scenario: Scenario
-    requests: int
-    """Requests per round."""
-    rates: dict[str, list[float]] = field(default_factory=dict)
-
-    def median(self, variant: str) -> float:
-        """Return the median requests/s of `variant` over its rounds."""
-        return statistics.median(self.rates[variant])
-
-    def ratio(self, variant: str, baseline: str) -> float:
-        """Return how many times faster `variant` is than `baseline`.
-
-        The median, over the rounds, of `variant`'s requests/s divided by `baseline`'s in the
-        same round (the same turn of the interleaving, so measured moments apart). Pairing the
-        rounds cancels most of the machine's drift: on a shared 2-core VM this ratio varied 4x
-        less from run to run than the ratio of the two medians.
-        """
-        pairs = zip(self.rates[variant], self.rates[baseline], strict=True)
-        return statistics.median(mine / theirs for mine, theirs in pairs)
-
-    def spread(self, variant: str) -> float:
-        """Return (max - min) / median of `variant`'s rounds: how noisy its figure is."""
-        rates = self.rates[variant]
-        return (max(rates) - min(rates)) / self.median(variant)
-
-
-@dataclass(frozen=True)
-class TargetOutcome:
-    """A target and the ratio measured for it."""
-
-    scenario: str
-    target: Target
-    ratio: float
-
-    @property
-    def met(self) -> bool:
-        """Whether the measured ratio reaches the target."""
-        return self.ratio >= self.target.minimum
 
 
 def make_scope(request: HttpRequest) -> Scope:
@@ -255,7 +203,7 @@ async def run_scenario(
     rounds: int,
     scale: float = 1.0,
     warmup: bool = True,
-    collect_garbage: bool = True,
+    control_gc: bool = True,
 ) -> ScenarioResult:
     """Measure every variant of `scenario` over `rounds` interleaved rounds.
 
@@ -265,19 +213,20 @@ async def run_scenario(
         scale: Multiplies `scenario.requests` (e.g. 0.25 for a quick run).
         warmup: Run one untimed (but checked) round of each variant first, so caches, imports
             and worker threads are in place before timing starts.
-        collect_garbage: Freeze what is alive after the warm-up out of the garbage collector's
-            way (`gc.freeze`) and collect garbage before each round (see `measure_round`).
+        control_gc: Freeze what is alive after the warm-up out of the garbage collector's way
+            (`gc.freeze`) and collect garbage before each round (see `measure_round`). False:
+            the collector runs when it would in a server, on whichever variant's time.
 
     Raises:
         BenchmarkError: a response or a task count was wrong.
     """
     requests = max(1, round(scenario.requests * scale))
     variants = list(scenario.apps)
-    result = ScenarioResult(scenario, requests, {variant: [] for variant in variants})
+    rates: dict[str, list[float]] = {variant: [] for variant in variants}
     if warmup:
         for variant in variants:
-            await measure_round(scenario, variant, requests, collect_garbage=collect_garbage)
-    if collect_garbage:
+            await measure_round(scenario, variant, requests, collect_garbage=control_gc)
+    if control_gc:
         # Everything alive now (frameworks, apps, caches) is moved out of the collector's sight:
         # the collection before each round then takes microseconds instead of ~25 ms, and the
         # collections that happen during a round only look at what the round itself allocated.
@@ -288,15 +237,13 @@ async def run_scenario(
             # Rotating who goes first keeps any "runs after variant X" effect off one variant.
             shift = index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                rate = await measure_round(
-                    scenario, variant, requests, collect_garbage=collect_garbage
-                )
-                result.rates[variant].append(rate)
+                rate = await measure_round(scenario, variant, requests, collect_garbage=control_gc)
+                rates[variant].append(rate)
     finally:
-        if collect_garbage:
+        if control_gc:
             gc.unfreeze()
         scenario.executed.clear()
-    return result
+    return ScenarioResult(scenario.name, requests, rates, scenario.targets)
 
 
 def run_benchmark(
@@ -304,21 +251,15 @@ def run_benchmark(
     *,
     rounds: int,
     scale: float = 1.0,
+    control_gc: bool = True,
     backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
 ) -> list[ScenarioResult]:
     """Run `run_scenario` for each scenario in one event loop of `backend`; return the results."""
 
     async def main() -> list[ScenarioResult]:
-        return [await run_scenario(s, rounds=rounds, scale=scale) for s in scenarios]
+        return [
+            await run_scenario(s, rounds=rounds, scale=scale, control_gc=control_gc)
+            for s in scenarios
+        ]
 
-    return anyio.run(main, backend=backend, backend_options=backend_options)
-
-
-def evaluate(results: Sequence[ScenarioResult]) -> list[TargetOutcome]:
-    """Return every target of the measured scenarios with its measured ratio."""
-    return [
-        TargetOutcome(r.scenario.name, t, r.ratio(t.variant, t.baseline))
-        for r in results
-        for t in r.scenario.targets
-    ]
+    return anyio.run(main, backend=backend)

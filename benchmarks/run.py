@@ -1,70 +1,182 @@
 """Compare afterward's `inject` with hand-written Starlette and FastAPI: `python benchmarks/run.py`.
 
-Prints requests/s per scenario and variant (median of interleaved rounds), then every target of
-the issue with the measured ratio and PASS or MISS. Exits 1 if a target is missed, 2 if an app
-answered wrongly or a task did not run (the numbers would then mean nothing).
+Needs only Python: like `scripts/test.py`, it creates `.venv` and installs afterward with its test
+dependencies (starlette, fastapi, trio) on first use, then runs itself again with the environment's
+Python. There, each backend (asyncio, trio) is measured in two modes, each in a fresh process:
+`pinned` (one CPU, the garbage collector frozen and collected before each round) and `plain`
+(neither). It prints requests/s per variant, then every target with the median and interquartile
+range of the per-round ratios in each mode, judged on the lower of the two medians.
 
-Options: `--quick` for a short run; `--backend trio`; `--scenario NAME` (repeatable) to run only
-some scenarios; `--all-cpus` not to pin the process to one CPU; `--profile VARIANT` to print a
-cProfile of one variant instead of benchmarking. See benchmarks/README.md.
+Exit status: 0 every target met, 1 one missed, 2 an app answered wrongly or a task did not run
+(the numbers would mean nothing). Options: `--help`, and benchmarks/README.md.
 """
 
 from __future__ import annotations
 
+# Only the standard library up to the re-run in the environment: this must start on a fresh clone.
 import argparse
-import cProfile
-import gc
+import json
 import os
-import platform
-import pstats
+import subprocess
 import sys
-from collections.abc import Sequence
-from importlib.metadata import version
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-import anyio
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-if __package__ in (None, ""):
-    # Run as a script: make `benchmarks` (and afterward from a source checkout) importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _venv  # found through the path entry above, on every platform
 
-from benchmarks.apps import VARIANTS, scenarios
-from benchmarks.harness import (
-    BenchmarkError,
-    Scenario,
-    ScenarioResult,
-    TargetOutcome,
-    evaluate,
-    measure_round,
-    run_benchmark,
-)
+ROOT = _venv.ROOT
+EXTRAS = ["test"]
+"""The extras `.venv` needs: `test` has fastapi and trio (and is what scripts/test.py installs)."""
 
-FULL_ROUNDS = 60
-QUICK_ROUNDS, QUICK_SCALE = 10, 0.5
+BACKENDS = ("asyncio", "trio")
+MODES = ("pinned", "plain")  # the same as benchmarks.results.MODES, which needs no import here
+FULL_ROUNDS = 40
+QUICK_ROUNDS, QUICK_SCALE = 5, 0.25
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark (or a profile) as the command line asks; return the exit status."""
-    args = _parser().parse_args(argv)
-    selected = _select(scenarios(), args.scenario)
+def in_project_environment() -> bool:
+    """Whether this Python is the project's `.venv` (where afterward and the frameworks are)."""
+    return Path(sys.prefix).resolve() == _venv.VENV.resolve()
+
+
+def rerun_in_environment(argv: Sequence[str]) -> int:
+    """Create or update `.venv`, then run this script again with its Python; return its status.
+
+    On POSIX the process is replaced (`os.execv`), so signals and the exit status are the child's.
+    """
+    python = _venv.ensure(EXTRAS)
+    command = [str(python), str(Path(__file__).resolve()), *argv]
+    sys.stdout.flush()
+    if os.name == "posix":
+        _exec(command)
+    return subprocess.call(command, cwd=ROOT)
+
+
+def _exec(command: list[str]) -> NoReturn:
+    os.execv(command[0], command)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Return the command line's options."""
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Requests/s of afterward's inject vs hand-written Starlette and FastAPI, "
+        "in-process, interleaved rounds, every task checked, pinned+frozen and plain.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_ROUNDS} rounds of a quarter of the requests (a smoke run, noisy)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        action="append",
+        help="measure only this backend (repeatable; default: both)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        action="append",
+        help="measure only this mode (repeatable; default: both). Targets are judged on both.",
+    )
+    parser.add_argument("--rounds", type=int, help=f"timed rounds per variant ({FULL_ROUNDS})")
+    parser.add_argument("--scale", type=float, help="multiply the requests per round (1)")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="run only this scenario (repeatable), e.g. --scenario '1 async task'",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also save every round here")
+    parser.add_argument(
+        "--profile",
+        metavar="VARIANT",
+        help="print a cProfile of one variant (starlette, afterward, fastapi, bare) instead",
+    )
+    return parser.parse_args(argv)
+
+
+Launcher = Callable[[list[str]], int]
+
+
+def main(argv: Sequence[str] | None = None, *, launch: Launcher | None = None) -> int:
+    """Run the benchmark (or a profile) as the command line asks; return the exit status.
+
+    Args:
+        argv: The arguments (default: `sys.argv[1:]`).
+        launch: Runs one measuring process's command line and returns its exit status (default:
+            `subprocess.call` from the repository root).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
+    if not in_project_environment():
+        return rerun_in_environment(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     scale = args.scale or (QUICK_SCALE if args.quick else 1.0)
-    cpu = None if args.all_cpus else _pin_to_one_cpu()
+    backends = list(dict.fromkeys(args.backend or BACKENDS))
+    modes = list(dict.fromkeys(args.mode or MODES))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # run as a script: make `benchmarks` importable
     if args.profile:
-        for scenario in selected:
-            _profile(scenario, args.profile, round(scenario.requests * scale), args.backend)
+        from benchmarks.measure import profile
+
+        for backend in backends:
+            profile(backend, args.profile, scale=scale, names=args.scenario)
         return 0
-    print(_header(args.backend, rounds, scale, cpu), flush=True)
-    try:
-        results = run_benchmark(selected, rounds=rounds, scale=scale, backend=args.backend)
-    except BenchmarkError as exc:
-        print(f"\nINVALID RUN: {exc}", file=sys.stderr)
-        return 2
-    outcomes = evaluate(results)
+    return benchmark(backends, modes, rounds, scale, args.scenario, args.json, launch or _launch)
+
+
+def benchmark(
+    backends: Sequence[str],
+    modes: Sequence[str],
+    rounds: int,
+    scale: float,
+    names: Sequence[str] | None,
+    save: Path | None,
+    launch: Launcher,
+) -> int:
+    """Measure each backend in each mode in a process of its own; print and judge the results."""
+    from benchmarks.report import describe_machine, format_figures, format_rates
+    from benchmarks.results import Run, judge
+
+    print(f"afterward benchmark: {rounds} rounds per variant, request scale {scale:g}")
+    print(describe_machine())
+    print(_load("at the start"), flush=True)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="afterward-bench-") as folder:
+        for backend in backends:
+            for mode in modes:
+                out = Path(folder) / f"{backend}-{mode}.json"
+                command = [sys.executable, "-m", "benchmarks.measure", "--backend", backend]
+                command += ["--mode", mode, "--rounds", str(rounds), "--scale", str(scale)]
+                command += [f"--scenario={name}" for name in names or ()]
+                command += ["--out", str(out)]
+                print(f"measuring {backend}, {mode} ...", end=" ", flush=True)
+                start = time.perf_counter()
+                status = launch(command)
+                if status != 0:
+                    print("failed.", flush=True)
+                    return 2 if status == 2 else 1
+                runs.append(Run.from_json(json.loads(out.read_text())))
+                print(f"{time.perf_counter() - start:.0f} s", flush=True)
+    if save is not None:
+        save.write_text(json.dumps([run.to_json() for run in runs], indent=1))
+    outcomes = judge(runs)
+    print(_load("at the end"))
     print()
-    print(format_rates(results))
+    print(format_rates(runs))
     print()
-    print(format_targets(outcomes))
+    print(
+        "targets: median of the per-round ratios [interquartile range]; judged on the lower "
+        "median of the modes"
+    )
+    print(format_figures(outcomes))
     missed = [o for o in outcomes if not o.met]
     print()
     if missed:
@@ -74,146 +186,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/run.py",
-        description="Requests/s of afterward's inject vs hand-written Starlette and FastAPI, "
-        "in-process, with interleaved rounds and every task checked.",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_ROUNDS} rounds of half the requests (a smoke run, noisy)",
-    )
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--rounds", type=int, help=f"timed rounds per variant ({FULL_ROUNDS})")
-    parser.add_argument("--scale", type=float, help="multiply the requests per round")
-    parser.add_argument(
-        "--scenario",
-        action="append",
-        metavar="NAME",
-        help="run only this scenario (repeatable), e.g. --scenario '1 async task'",
-    )
-    parser.add_argument(
-        "--all-cpus",
-        action="store_true",
-        help="do not pin the process to one CPU (thread hops get slower and much noisier)",
-    )
-    parser.add_argument(
-        "--profile",
-        choices=VARIANTS,
-        metavar="VARIANT",
-        help=f"print a cProfile of one variant ({', '.join(VARIANTS)}) instead of benchmarking",
-    )
-    return parser
-
-
-def _select(all_scenarios: list[Scenario], names: list[str] | None) -> list[Scenario]:
-    if not names:
-        return all_scenarios
-    known = {s.name: s for s in all_scenarios}
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise SystemExit(f"Unknown scenario {unknown[0]!r}; choose from {', '.join(known)}.")
-    return [known[name] for name in names]
-
-
-def _pin_to_one_cpu() -> int | None:
-    """Pin this process (and the worker threads it will start) to one CPU; return it.
-
-    A thread hop between two cores costs a cross-core wake-up whose latency swings from round to
-    round by 2x on a small VM; on one core the variants are compared on the same, steady footing.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return None  # not Linux: run unpinned
-    cpu = max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    return cpu
-
-
-def _header(backend: str, rounds: int, scale: float, cpu: int | None) -> str:
-    versions = ", ".join(
-        f"{name} {version(name)}" for name in ("afterward", "starlette", "fastapi", "anyio")
-    )
-    pinning = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
+def _load(when: str) -> str:
+    """Say how busy the machine is: other processes make the rounds noisy (see the README)."""
+    if not hasattr(os, "getloadavg"):
+        return f"load average {when}: unknown on this platform"
+    one, five, fifteen = os.getloadavg()
     return (
-        f"afterward benchmark: {backend}, {rounds} rounds per variant, request scale {scale:g}, "
-        f"{pinning}\nPython {platform.python_version()}, {versions}"
+        f"load average {when}: {one:.1f} (1 min), {five:.1f} (5 min), {fifteen:.1f} (15 min) "
+        f"on {os.cpu_count()} CPUs"
     )
 
 
-def format_rates(results: Sequence[ScenarioResult]) -> str:
-    """Return the table of median requests/s (with the rounds' spread) and the main ratios."""
-    variants = [v for v in VARIANTS if any(v in r.rates for r in results)]
-    header = ["scenario", "requests", *variants, "aw/st", "aw/fa", "bare/st"]
-    rows = [header]
-    for result in results:
-        row = [result.scenario.name, str(result.requests)]
-        for variant in variants:
-            if variant in result.rates:
-                row.append(f"{result.median(variant):,.0f} ±{result.spread(variant) / 2:.0%}")
-            else:
-                row.append("-")
-        row += [
-            f"{result.ratio('afterward', 'starlette'):.2f}x",
-            f"{result.ratio('afterward', 'fastapi'):.2f}x",
-            f"{result.ratio('bare', 'starlette'):.2f}x",
-        ]
-        rows.append(row)
-    return (
-        "requests/s: median of the rounds (± half their max-min range); ratios: median of the\n"
-        "per-round ratios\n" + _table(rows)
-    )
-
-
-def format_targets(outcomes: Sequence[TargetOutcome]) -> str:
-    """Return the table of targets: ratio measured, minimum, PASS or MISS."""
-    rows = [["scenario", "ratio", "measured", "target", "result"]]
-    for outcome in outcomes:
-        target = outcome.target
-        rows.append(
-            [
-                outcome.scenario,
-                f"{target.variant} / {target.baseline}",
-                f"{outcome.ratio:.2f}x",
-                f">= {target.minimum:.1f}x",
-                "PASS" if outcome.met else "MISS",
-            ]
-        )
-    return _table(rows)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def _profile(scenario: Scenario, variant: str, requests: int, backend: str) -> None:
-    """Print where `variant` spends its time on `scenario` (the event loop's thread only)."""
-    profiler = cProfile.Profile()
-
-    async def measure() -> None:
-        await measure_round(scenario, variant, requests)  # warm up caches and threads
-        gc.collect()
-        profiler.enable()
-        await measure_round(scenario, variant, requests, collect_garbage=False)
-        profiler.disable()
-
-    anyio.run(measure, backend=backend)
-    print(f"=== {scenario.name} / {variant}: {requests} requests, {backend} ===")
-    stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(25)
+def _launch(command: list[str]) -> int:
+    return subprocess.call(command, cwd=ROOT)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,24 +1,25 @@
-"""Smoke tests of the benchmark: every app answers the same, every task runs, the checks bite.
+"""The benchmark's own logic: every app answers the same and runs every task, the checks bite,
+rounds are interleaved and paired, both modes are measured, and targets are judged on the lower.
 
 No timing is asserted: these only show that `python benchmarks/run.py` measures what it claims.
 """
 
 from __future__ import annotations
 
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
-from benchmarks import run
+from benchmarks import measure, run
 from benchmarks.apps import EXECUTED, EXPECTED_BODY, REQUEST, VARIANTS, record_sync, scenarios
-from benchmarks.harness import (
-    BenchmarkError,
-    Scenario,
-    ScenarioResult,
-    Target,
-    evaluate,
-    measure_round,
-    run_scenario,
-)
+from benchmarks.harness import BenchmarkError, Scenario, measure_round, run_scenario
+from benchmarks.report import format_figures
+from benchmarks.results import Run, ScenarioResult, Summary, Target, judge, summarize
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
@@ -42,12 +43,13 @@ async def test_every_variant_answers_alike_and_runs_every_task_after_the_body(
 async def test_scenarios_send_the_same_request_and_cover_the_issue_targets() -> None:
     all_scenarios = scenarios()
     assert {s.request for s in all_scenarios} == {REQUEST}
-    assert {len(s.messages) for s in all_scenarios} == {1, 10, 2}
+    assert [len(s.messages) for s in all_scenarios] == [0, 1, 10, 1, 10, 2]
     targets = {(s.name, t.baseline, t.minimum) for s in all_scenarios for t in s.targets}
     assert targets == {
-        ("1 async task", "starlette", 0.9),
+        ("no task", "starlette", 1.0),
+        ("1 async task", "starlette", 1.0),
         ("1 async task", "fastapi", 3.0),
-        ("10 async tasks", "starlette", 0.9),
+        ("10 async tasks", "starlette", 1.0),
         ("1 sync task", "starlette", 1.0),
         ("10 sync tasks", "starlette", 5.0),
         ("seed example", "starlette", 1.0),
@@ -144,33 +146,201 @@ async def test_run_scenario_interleaves_rounds_and_checks_targets() -> None:
         requests=1,
         targets=(Target("a", "b", 0.0), Target("a", "c", 1e9)),
     )
-    result = await run_scenario(scenario, rounds=3, warmup=False, collect_garbage=False)
+    result = await run_scenario(scenario, rounds=3, warmup=False, control_gc=False)
     assert "".join(order) == "abc" + "bca" + "cab"
     assert {len(rates) for rates in result.rates.values()} == {3}
-    assert [outcome.met for outcome in evaluate([result])] == [True, False]
+    assert result.targets == scenario.targets
 
 
-def test_run_prints_every_target_with_its_verdict(capsys: pytest.CaptureFixture[str]) -> None:
-    # --all-cpus: pinning would pin the test process itself.
-    status = run.main(
-        ["--scenario", "seed example", "--rounds", "1", "--scale", "0.01", "--all-cpus"]
+@pytest.mark.parametrize("control_gc", [True, False], ids=["pinned-gc", "plain-gc"])
+async def test_only_the_pinned_mode_freezes_the_garbage_collector_and_it_unfreezes_after(
+    control_gc: bool,
+) -> None:
+    frozen_during_rounds: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        frozen_during_rounds.append(gc.get_freeze_count())
+        await _answer(send)
+        record_sync(MESSAGE)
+
+    await run_scenario(_scenario(app), rounds=2, warmup=True, control_gc=control_gc)
+    warmup, timed = frozen_during_rounds[:2], frozen_during_rounds[2:]
+    assert warmup == [0, 0]
+    assert all(count > 0 for count in timed) if control_gc else timed == [0] * 4
+    assert gc.get_freeze_count() == 0
+
+
+def _result(name: str, targets: tuple[Target, ...] = (), **rates: list[float]) -> ScenarioResult:
+    return ScenarioResult(name, 1, dict(rates), targets)
+
+
+def test_a_ratio_pairs_the_rounds_measured_in_the_same_turn() -> None:
+    result = _result("x", a=[2.0, 4.0, 6.0, 10.0, 3.0], b=[1.0, 4.0, 3.0, 2.0, 3.0])
+    # Per round: 2, 1, 2, 5, 1. The ratio of the medians would be 4 / 3.
+    assert result.ratio("a", "b") == Summary(median=2.0, low=1.0, high=2.0)
+    assert result.rate("a") == Summary(median=4.0, low=3.0, high=6.0)
+
+
+def test_rounds_that_were_not_measured_together_cannot_be_paired() -> None:
+    result = _result("x", a=[1.0, 2.0], b=[1.0])
+    with pytest.raises(ValueError, match="'a' has 2 rounds and 'b' 1"):
+        result.ratio("a", "b")
+
+
+def test_a_single_round_is_its_own_median_and_range() -> None:
+    assert summarize([3.0]) == Summary(3.0, 3.0, 3.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        summarize([])
+
+
+def _run(mode: str, rates: list[float], backend: str = "asyncio") -> Run:
+    target = (Target("a", "b", 1.0),)
+    return Run(backend, mode, [0], len(rates), [_result("s", target, a=rates, b=[1.0] * 5)])
+
+
+def test_a_target_is_judged_on_the_lower_median_of_the_two_modes() -> None:
+    pinned = _run("pinned", [1.1, 1.2, 1.2, 1.2, 1.3])
+    plain = _run("plain", [0.9, 0.95, 0.98, 0.99, 1.0])
+    [outcome] = judge([pinned, plain])
+    assert outcome.ratios["pinned"].median == 1.2
+    assert outcome.deciding == "plain"
+    assert not outcome.met  # met pinned, missed plain: missed
+    assert not outcome.close  # 1.0 lies above plain's middle half (0.95-0.99)
+    figures = format_figures([outcome])
+    assert "1.20x [1.20-1.20]" in figures
+    assert "0.98x [0.95-0.99]" in figures
+    assert "MISS" in figures
+
+
+def test_a_target_inside_the_deciding_interquartile_range_is_marked_as_noise() -> None:
+    [outcome] = judge([_run("pinned", [0.9, 1.0, 1.05, 1.1, 1.2]), _run("plain", [1.3] * 5)])
+    assert outcome.deciding == "pinned"
+    assert outcome.met
+    assert outcome.close
+    assert "PASS (noise)" in format_figures([outcome])
+
+
+def test_each_backend_is_judged_on_its_own_runs() -> None:
+    runs = [_run("pinned", [2.0] * 5), _run("plain", [0.5] * 5, backend="trio")]
+    assert [(o.backend, o.met) for o in judge(runs)] == [("asyncio", True), ("trio", False)]
+
+
+def test_modes_that_measured_different_scenarios_are_not_compared() -> None:
+    other = Run("asyncio", "plain", None, 1, [_result("other", a=[1.0], b=[1.0])])
+    with pytest.raises(ValueError, match="same --scenario options"):
+        judge([_run("pinned", [1.0] * 5), other])
+
+
+def test_a_run_survives_its_trip_through_json() -> None:
+    run_ = _run("plain", [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert Run.from_json(json.loads(json.dumps(run_.to_json()))) == run_
+
+
+def test_the_plain_mode_measures_every_selected_scenario_without_pinning() -> None:
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    result = measure.measure(
+        "asyncio", "plain", rounds=2, scale=0.01, names=["no task", "10 sync tasks"]
     )
+    assert [r.name for r in result.results] == ["no task", "10 sync tasks"]
+    assert {len(rates) for r in result.results for rates in r.rates.values()} == {2}
+    assert result.cpus == (sorted(before) if before is not None else None)
+
+
+def test_measure_refuses_an_unknown_scenario_and_mode() -> None:
+    with pytest.raises(SystemExit, match="Unknown scenario 'nope'; choose from no task, "):
+        measure.select(scenarios(), ["nope"])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        measure.measure("asyncio", "pinned-ish", rounds=1, scale=1.0)
+
+
+def test_a_measuring_process_that_finds_a_broken_app_reports_an_invalid_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> list[ScenarioResult]:
+        raise BenchmarkError("seed example / afterward, request 1: answered 500")
+
+    monkeypatch.setattr(measure, "run_benchmark", broken)
+    arguments = ["--backend", "trio", "--mode", "plain", "--rounds", "1", "--scale", "1"]
+    status = measure.main([*arguments, "--out", str(tmp_path / "out.json")])
+    assert status == 2
+    assert "INVALID RUN (trio, plain): seed example / afterward" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.fixture
+def inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `run.main` here, whichever environment the tests run in."""
+    monkeypatch.setattr(run, "in_project_environment", lambda: True)
+
+
+@pytest.mark.usefixtures("inside")
+def test_run_stops_with_status_2_when_a_measuring_process_finds_an_invalid_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    commands: list[list[str]] = []
+
+    def launch(command: list[str]) -> int:
+        commands.append(command)
+        return 2
+
+    assert run.main(["--quick"], launch=launch) == 2
+    assert len(commands) == 1
+    assert commands[0][:3] == [sys.executable, "-m", "benchmarks.measure"]
+    assert "measuring asyncio, pinned ... failed." in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("inside")
+def test_run_measures_each_backend_in_both_modes_in_fresh_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "runs.json"
+    arguments = ["--backend", "trio", "--scenario", "seed example", "--rounds", "2"]
+    status = run.main([*arguments, "--scale", "0.02", "--json", str(saved)])
     out = capsys.readouterr().out
     assert status in (0, 1)  # which one depends on the machine's timing, not on correctness
-    assert "afterward / starlette" in out
-    assert "afterward / fastapi" in out
-    assert out.count("PASS") + out.count("MISS") == 2
+    runs = [Run.from_json(data) for data in json.loads(saved.read_text())]
+    assert [(r.backend, r.mode) for r in runs] == [("trio", "pinned"), ("trio", "plain")]
+    if hasattr(os, "sched_getaffinity"):
+        pinned, plain = (r.cpus or [] for r in runs)
+        assert len(pinned) == 1  # pinned in its own process, not in this one
+        assert plain == sorted(os.sched_getaffinity(0))
+    assert "pinned+frozen" in out
+    assert "plain" in out
+    assert out.count("PASS") + out.count("MISS") == 2  # two targets, one verdict each
     assert ("targets missed" in out) == (status == 1)
 
 
-def test_run_refuses_an_unknown_scenario() -> None:
-    with pytest.raises(SystemExit, match="Unknown scenario 'nope'"):
-        run.main(["--scenario", "nope", "--all-cpus"])
+def test_run_outside_the_environment_installs_it_and_runs_again_inside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+
+    class Replaced(Exception):
+        pass
+
+    def ensure(extras: list[str]) -> Path:
+        calls.append(extras)
+        return Path("/project/.venv/bin/python")
+
+    def exec_(command: list[str]) -> None:
+        calls.append(command)
+        raise Replaced  # os.execv does not return either
+
+    monkeypatch.setattr(run, "in_project_environment", lambda: False)
+    monkeypatch.setattr("benchmarks.run._venv.ensure", ensure)
+    monkeypatch.setattr(run, "_exec", exec_)
+    monkeypatch.setattr("benchmarks.run.os.name", "posix")
+    with pytest.raises(Replaced):
+        run.main(["--quick", "--backend", "trio"])
+    script = str(Path(run.__file__).resolve())
+    assert calls == [
+        ["test"],
+        ["/project/.venv/bin/python", script, "--quick", "--backend", "trio"],
+    ]
 
 
-def test_a_ratio_is_the_median_of_the_per_round_ratios() -> None:
-    scenario = scenarios()[0]
-    result = ScenarioResult(scenario, 1, {"a": [2.0, 4.0, 6.0], "b": [1.0, 4.0, 3.0]})
-    assert result.ratio("a", "b") == 2.0  # rounds: 2x, 1x, 2x (the medians' ratio is 4/3)
-    assert result.median("a") == 4.0
-    assert result.spread("a") == 1.0
+def test_only_the_project_environment_counts_as_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "prefix", str(run.ROOT / ".venv"))
+    assert run.in_project_environment()
+    monkeypatch.setattr(sys, "prefix", str(run.ROOT))
+    assert not run.in_project_environment()

@@ -346,6 +346,30 @@ async def test_tasks_added_to_fastapi_s_own_collector_in_the_same_request_run_to
     assert sorted(events) == ["afterward", "native"]
 
 
+async def test_fastapi_s_own_tasks_keep_its_semantics_next_to_the_drop_in_s() -> None:
+    # The native collector runs afterward's entry itself (so tracing sees no extra task) and
+    # every other entry through FastAPI's own collector: order, and a failure that stops the
+    # rest and reaches the server, are FastAPI's.
+    events: list[Any] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def path_operation(
+        background_tasks: BackgroundTasks, native: fastapi.BackgroundTasks
+    ) -> None:
+        assert isinstance(native, fastapi.BackgroundTasks)
+        native.add_task(record, events, "native, first")
+        native.add_task(fail)
+        native.add_task(record, events, "native, after the failure")
+        background_tasks.add_task(record, events, "afterward")
+
+    async with client_for(app) as client:
+        with pytest.raises(RuntimeError, match="task failed"):
+            await client.post("/")
+
+    assert events == ["afterward", "native, first"]
+
+
 async def test_a_contextvar_set_in_a_sync_dependency_is_visible_in_the_task() -> None:
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
     events: list[Any] = []

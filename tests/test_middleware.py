@@ -41,7 +41,11 @@ async def running(app: ASGIApp) -> AsyncIterator[list[Message]]:
     scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
     streams = (to_app_send, to_app_receive, from_app_send, from_app_receive)
     async with streams[0], streams[1], streams[2], streams[3], anyio.create_task_group() as tg:
-        tg.start_soon(app, scope, receive, send)
+
+        async def serve() -> None:
+            await app(scope, receive, send)
+
+        tg.start_soon(serve)
         await to_app_send.send({"type": "lifespan.startup"})
         with anyio.fail_after(5):
             assert (await from_app_receive.receive())["type"] == "lifespan.startup.complete"
@@ -315,7 +319,8 @@ async def test_an_app_without_lifespan_support_still_gets_a_supervisor() -> None
     app = BackgroundTasksMiddleware(raw_app)
     async with running(app), client(app) as http:
         assert (await http.get("/")).text == "ok"
-        assert app.supervisor is not None and app.supervisor.running
+        assert app.supervisor is not None
+        assert app.supervisor.running
         with anyio.fail_after(5):
             await ran.wait()
 
@@ -597,8 +602,53 @@ async def test_a_collector_factory_that_returns_something_else_fails_loudly() ->
 
     app = BackgroundTasksMiddleware(
         Starlette(routes=[Route("/", endpoint)]),
-        collector=lambda: [],  # type: ignore[arg-type,return-value]
+        collector=list,  # type: ignore[arg-type]
     )
-    with pytest.raises(TypeError, match="must return an afterward.BackgroundTasks"):
+    with pytest.raises(TypeError, match=r"must return an afterward\.BackgroundTasks"):
         async with client(app) as http:
             await http.get("/")
+
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="none")
+
+
+async def test_concurrent_requests_tasks_never_mix() -> None:
+    """Each request's tasks, and only those, run for it, with its own context variables."""
+    seen: dict[str, list[tuple[str, str, str]]] = {}
+    lock = threading.Lock()
+
+    def sync_task(request_id: str, step: str) -> None:
+        with lock:
+            seen.setdefault(request_id, []).append((step, REQUEST_ID.get(), "sync"))
+
+    async def async_task(request_id: str, step: str) -> None:
+        await anyio.sleep(0)
+        with lock:
+            seen.setdefault(request_id, []).append((step, REQUEST_ID.get(), "async"))
+
+    async def endpoint(request: Request) -> Response:
+        request_id = request.query_params["id"]
+        REQUEST_ID.set(request_id)
+        tasks = current_tasks()
+        tasks.add_task(sync_task, request_id, "1")
+        await anyio.sleep(0)  # let other requests interleave while this one is being handled
+        tasks.add_task(async_task, request_id, "2")
+        current_tasks().add_task(sync_task, request_id, "3")
+        return PlainTextResponse(request_id)
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]), workers=4)
+    ids = [str(n) for n in range(100)]
+    async with running(app), client(app) as http:
+        async with anyio.create_task_group() as tg:
+            for request_id in ids:
+                tg.start_soon(http.get, f"/?id={request_id}")
+        assert app.supervisor is not None
+        with anyio.fail_after(10):
+            await app.supervisor.wait_idle()
+    assert sorted(seen) == sorted(ids)
+    for request_id, steps in seen.items():
+        assert steps == [
+            ("1", request_id, "sync"),
+            ("2", request_id, "async"),
+            ("3", request_id, "sync"),
+        ]

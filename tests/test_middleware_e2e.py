@@ -1,4 +1,4 @@
-"""BackgroundTasksMiddleware end to end: a real uvicorn (lifespan on), real clients, real signals."""
+"""BackgroundTasksMiddleware end to end: a real uvicorn (lifespan on), real clients and signals."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware, current_tasks
-
-from tests.test_e2e_uvicorn import PAYLOAD, TIMEOUT, RecordOutcome, SlowTask, _Server
+from test_e2e_uvicorn import PAYLOAD, TIMEOUT, RecordOutcome, SlowTask, _Server
 
 pytestmark = pytest.mark.anyio
 
@@ -78,10 +77,6 @@ def notification_app(slow: SlowTask) -> Starlette:
 class TimingMiddleware(BaseHTTPMiddleware):
     """A typical `BaseHTTPMiddleware` (timing headers, logging) above the background tasks."""
 
-    def __init__(self, app: ASGIApp, outcome: RecordOutcome) -> None:
-        super().__init__(app)
-        self.outcome = outcome
-
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.headers["x-timed"] = "yes"
@@ -100,7 +95,7 @@ def wrapped_base_http(slow: SlowTask) -> tuple[ASGIApp, RecordOutcome]:
     stack = Starlette(
         routes=inner.routes,
         middleware=[
-            Middleware(TimingMiddleware, outcome=None),
+            Middleware(TimingMiddleware),
             Middleware(BackgroundTasksMiddleware),
         ],
     )

@@ -12,10 +12,10 @@ import contextvars
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.lowlevel
@@ -222,16 +222,15 @@ async def test_otel_fastapi_gives_each_afterward_task_the_span_a_starlette_task_
     assert current_spans(ours, seen, "a") == names
 
 
-async def test_otel_fastapi_gives_each_dropin_task_a_span_under_the_collectors_span(
+async def test_otel_fastapi_gives_each_dropin_task_the_span_a_starlette_task_gets(
     otel_app: fastapi.FastAPI, exporter: InMemorySpanExporter, seen: Seen
 ) -> None:
-    # The drop-in runs its collector as one task of FastAPI's collector, so that task's span
-    # stays, and the tasks' spans are its children: one level deeper than FastAPI's own.
+    # The drop-in runs its collector as one entry of FastAPI's collector: that entry gets no span,
+    # so each task's span sits directly under the request's, as FastAPI's own tasks' do.
+    stock = await run_side_by_side(otel_app, exporter, "/stock")
     spans = await run_side_by_side(otel_app, exporter, "/dropin")
 
-    collector = ("BackgroundTask BackgroundTasks", "request", StatusCode.UNSET, "")
-    nested = [(name, collector[0], status, "") for name, _, status, _ in OTEL_TASKS]
-    assert shape(spans) == [*nested, collector]
+    assert shape(spans) == shape(stock) == OTEL_TASKS
     assert current_spans(spans, seen, "d") == [name for name, *_ in OTEL_TASKS]
 
 
@@ -312,20 +311,14 @@ async def test_fastapi_telemetry_gives_each_afterward_task_the_span_a_fastapi_ta
     assert [seen[f"a{i}"] for i in range(1, 6)] == [s.span_id for s in ours]
 
 
-async def test_fastapi_telemetry_gives_each_dropin_task_a_span_under_the_collectors_span(
+async def test_fastapi_telemetry_gives_each_dropin_task_the_span_a_fastapi_task_gets(
     native_app: fastapi.FastAPI, exporter: InMemorySpanExporter, seen: Seen
 ) -> None:
+    stock = await run_side_by_side(native_app, exporter, "/stock")
     spans = await run_side_by_side(native_app, exporter, "/dropin")
 
-    collector = (
-        "fastapi.background_task",
-        "request",
-        StatusCode.UNSET,
-        "afterward._tasks.BackgroundTasks",
-    )
-    nested = [(name, name, status, function) for name, _, status, function in NATIVE_TASKS]
-    assert shape(spans) == [*nested, collector]
-    assert [seen[f"d{i}"] for i in range(1, 6)] == [s.span_id for s in spans[:5]]
+    assert shape(spans) == shape(stock) == NATIVE_TASKS
+    assert [seen[f"d{i}"] for i in range(1, 6)] == [s.span_id for s in spans]
 
 
 async def test_with_otel_instrumentation_too_fastapi_defers_and_afterward_matches_it(
@@ -338,11 +331,185 @@ async def test_with_otel_instrumentation_too_fastapi_defers_and_afterward_matche
     try:
         stock = await run_side_by_side(app, exporter, "/stock")
         ours = await run_side_by_side(app, exporter, "/ours")
+        dropin = await run_side_by_side(app, exporter, "/dropin")
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
 
     assert shape(stock) == OTEL_TASKS
-    assert shape(ours) == shape(stock)
+    assert shape(ours) == shape(dropin) == shape(stock)
+
+
+# --- the drop-in next to FastAPI's collector, a response's own background, a websocket ----------
+
+
+def native_or_otel_app(
+    tool: str, provider: TracerProvider, seen: Seen
+) -> tuple[fastapi.FastAPI, Callable[[], None]]:
+    """Return an app traced by `tool` ("native": FastAPI's telemetry, "otel": the
+    instrumentation), with the function that undoes the instrumentation."""
+    if tool == "native":
+        telemetry = {"tracer_provider": provider, "metrics": False, "logs": False}
+        return side_by_side_app(seen, telemetry=telemetry), lambda: None
+    app = side_by_side_app(seen)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    return app, partial(FastAPIInstrumentor.uninstrument_app, app)
+
+
+TOOLS = pytest.mark.parametrize("tool", ["native", "otel"])
+
+
+@TOOLS
+async def test_dropin_and_fastapi_tasks_of_one_request_get_fastapi_s_spans_in_add_order(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # The drop-in's collector is one entry of FastAPI's, before the tasks added to FastAPI's
+    # after it was resolved: those keep FastAPI's semantics, a failure stops the rest.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+    calls: list[tuple[Callable[[Seen, str], object], str]] = [
+        (send_email, "1"),
+        (notify, "2"),
+        (write_log, "3"),
+        (fail, "4"),
+        (Audit(), "5"),
+    ]
+
+    @app.get("/mixed")
+    def mixed(
+        background_tasks: afterward.fastapi.BackgroundTasks, native: fastapi.BackgroundTasks
+    ) -> dict[str, str]:
+        for tasks, (func, tag) in zip([background_tasks] * 2 + [native] * 3, calls, strict=True):
+            tasks.add_task(func, seen, f"m{tag}")
+        return {}
+
+    @app.get("/all-native")
+    def all_native(native: fastapi.BackgroundTasks) -> dict[str, str]:
+        for func, tag in calls:
+            native.add_task(func, seen, f"n{tag}")
+        return {}
+
+    try:
+        stock = await run_side_by_side(app, exporter, "/all-native")
+        spans = await run_side_by_side(app, exporter, "/mixed")
+    finally:
+        uninstrument()
+
+    send, log, note, _, failed = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == shape(stock) == [send, note, log, failed]
+    assert [seen.get(f"m{i}") for i in range(1, 6)] == [*(s.span_id for s in spans), None]
+
+
+def configured_tasks() -> afterward.BackgroundTasks:
+    return afterward.BackgroundTasks(stop_on_error=True)
+
+
+ConfiguredTasks = Annotated[
+    afterward.BackgroundTasks, afterward.fastapi.tasks_from(configured_tasks)
+]
+
+
+@TOOLS
+async def test_two_dropin_collectors_of_one_request_each_trace_their_tasks_in_place(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # Each collector is an entry of FastAPI's collector, in the order they were resolved.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.get("/two")
+    def two(
+        configured: ConfiguredTasks,
+        native: fastapi.BackgroundTasks,
+        plain: afterward.fastapi.BackgroundTasks,
+    ) -> dict[str, str]:
+        plain.add_task(notify, seen, "p")
+        native.add_task(write_log, seen, "n")
+        configured.add_task(send_email, seen, "c")
+        return {}
+
+    try:
+        spans = await run_side_by_side(app, exporter, "/two")
+    finally:
+        uninstrument()
+
+    send, log, note, *_ = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == [send, note, log]
+    assert [seen["c"], seen["p"], seen["n"]] == [s.span_id for s in spans]
+
+
+@TOOLS
+async def test_dropin_tasks_after_a_response_s_own_background_get_their_spans_under_the_request(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    # FastAPI drops its collector, with our entry, for a Response that has a `background`: the
+    # drop-in runs its tasks at its dependency's exit, and traces them there.
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.get("/own")
+    def own(background_tasks: afterward.fastapi.BackgroundTasks) -> Response:
+        background_tasks.add_task(send_email, seen, "d")
+        own = fastapi.BackgroundTasks()
+        own.add_task(write_log, seen, "o")
+        return JSONResponse({}, background=own)
+
+    try:
+        spans = await run_side_by_side(app, exporter, "/own")
+    finally:
+        uninstrument()
+
+    if tool == "native":
+        assert shape(spans) == [NATIVE_TASKS[1], NATIVE_TASKS[0]]
+    else:
+        assert shape(spans) == [OTEL_TASKS[1], OTEL_TASKS[0]]
+    assert [seen["o"], seen["d"]] == [s.span_id for s in spans]
+
+
+@TOOLS
+async def test_dropin_tasks_of_a_websocket_route_get_their_spans_under_the_connection(
+    tool: str, provider: TracerProvider, exporter: InMemorySpanExporter, seen: Seen
+) -> None:
+    app, uninstrument = native_or_otel_app(tool, provider, seen)
+
+    @app.websocket("/ws")
+    async def handler(
+        websocket: fastapi.WebSocket, background_tasks: afterward.fastapi.BackgroundTasks
+    ) -> None:
+        await websocket.accept()
+        background_tasks.add_task(send_email, seen, "w1")
+        background_tasks.add_task(fail, seen, "w2")
+        await websocket.close()
+
+    incoming: list[dict[str, Any]] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "subprotocols": [],
+    }
+    exporter.clear()
+    try:
+        await app(scope, receive, send)
+    finally:
+        uninstrument()
+
+    spans = task_spans(exporter)
+    expected = NATIVE_TASKS if tool == "native" else OTEL_TASKS
+    assert shape(spans) == [expected[0], expected[4]]
+    assert [seen["w1"], seen["w2"]] == [s.span_id for s in spans]
 
 
 # --- logfire ----------------------------------------------------------------------------------
@@ -363,14 +530,16 @@ async def test_logfire_gives_each_afterward_task_the_span_a_starlette_task_gets(
     try:
         stock = await run_side_by_side(app, exporter, "/stock")
         ours = await run_side_by_side(app, exporter, "/ours")
+        dropin = await run_side_by_side(app, exporter, "/dropin")
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
 
     assert [(name, status) for name, _, status, _ in shape(stock)] == [
         (name, status) for name, _, status, _ in OTEL_TASKS
     ]
-    assert shape(ours) == shape(stock)
-    assert current_spans(ours, seen, "a") == [name for name, *_ in OTEL_TASKS]
+    assert shape(ours) == shape(dropin) == shape(stock)
+    names = [name for name, *_ in OTEL_TASKS]
+    assert current_spans(ours, seen, "a") == current_spans(dropin, seen, "d") == names
 
 
 # --- opentelemetry-instrumentation-starlette: no task spans, for Starlette's tasks either -------

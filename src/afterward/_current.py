@@ -18,13 +18,22 @@ __all__ = ["RequestSlot", "current_tasks", "request_slot"]
 
 
 class RequestSlot:
-    """The request's collector, made by `factory` the first time someone asks for it."""
+    """The request's collector, made by `factory` the first time someone asks for it.
 
-    __slots__ = ("factory", "owner", "tasks")
+    Attributes:
+        detached: The middleware runs this request's tasks (after the response, in its
+            supervisor); `inject` and the FastAPI dependency then hand out this collector and
+            leave running it to the middleware.
+    """
 
-    def __init__(self, factory: Callable[[], BackgroundTasks], owner: str) -> None:
+    __slots__ = ("detached", "factory", "owner", "tasks")
+
+    def __init__(
+        self, factory: Callable[[], BackgroundTasks], owner: str, *, detached: bool = False
+    ) -> None:
         self.factory = factory
         self.owner = owner  # who runs the tasks: named in error messages
+        self.detached = detached
         self.tasks: BackgroundTasks | None = None
 
     def open(self) -> BackgroundTasks:

@@ -11,7 +11,8 @@ the middleware starts it on `lifespan.startup`, before the app's own startup, an
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +27,10 @@ __all__ = ["BackgroundTasksMiddleware", "RunWhen"]
 RunWhen = Literal["success", "completed", "always"]
 """When a request's tasks run: after a completed response below 400 (the default), after any
 completed response, or always, even when the app raised or the client went away."""
+
+AnyASGIApp = Callable[..., Awaitable[None]]
+"""Any ASGI app: frameworks type `scope`, `receive` and `send` each their own way (Starlette,
+Litestar, Quart, Django), and each app is called with the messages the server sends."""
 
 _RUN_WHEN = ("success", "completed", "always")
 _FINAL_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
@@ -59,7 +64,7 @@ class BackgroundTasksMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: AnyASGIApp,
         *,
         drain_timeout: float = 30.0,
         max_running: int = 100,
@@ -83,7 +88,7 @@ class BackgroundTasksMiddleware:
                 f"collector must be a callable that returns an afterward.BackgroundTasks, "
                 f"such as the class itself, got {collector!r}."
             )
-        self.app = app
+        self.app: ASGIApp = app
         self.drain_timeout = drain_timeout
         self.max_running = max_running
         self.max_waiting = max_waiting
@@ -104,7 +109,7 @@ class BackgroundTasksMiddleware:
             await self.app(scope, receive, send)
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware")
+        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware", detached=True)
         watch = _ResponseWatch(send, scope["type"] == "websocket")
         token = request_slot.set(slot)
         try:
@@ -161,7 +166,9 @@ class BackgroundTasksMiddleware:
             handoff_timeout=self.handoff_timeout,
         )
         self.supervisor = supervisor
-        lifespan = _Lifespan(supervisor, receive, send)
+        lifespan = _Lifespan(
+            supervisor, receive, send, lambda: _check_app(scope.get("app"), self.app)
+        )
         async with supervisor.serving():
             try:
                 await self.app(scope, lifespan.receive, lifespan.send)
@@ -203,8 +210,11 @@ class _ResponseWatch:
 class _Lifespan:
     """The middleware's side of one lifespan: drain before the app hears of shutdown."""
 
-    def __init__(self, supervisor: Supervisor, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, supervisor: Supervisor, receive: Receive, send: Send, check: Callable[[], None]
+    ) -> None:
         self.supervisor = supervisor
+        self._check = check
         self._receive = receive
         self._send = send
         self.inner_received = False
@@ -220,6 +230,8 @@ class _Lifespan:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._check()
         if kind.startswith("lifespan.startup."):
             self.startup_answered = True
         elif kind.startswith("lifespan.shutdown."):
@@ -239,6 +251,21 @@ class _Lifespan:
             if message["type"] == "lifespan.shutdown":
                 await self.supervisor.drain()
                 await self.send({"type": "lifespan.shutdown.complete"})
+
+
+def _check_app(*candidates: object) -> None:
+    """Run the startup checks that apply to the app (today: FastAPI's silent opt-out)."""
+    fastapi = sys.modules.get("fastapi")
+    if fastapi is None:
+        return
+    for app in candidates:
+        if isinstance(app, fastapi.FastAPI):
+            # The one place an entry point reaches up to an integration: only for a FastAPI app,
+            # which has FastAPI imported already.
+            from .fastapi import check_app
+
+            check_app(app)
+            return
 
 
 def _check_count(name: str, value: object) -> None:

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -337,7 +337,7 @@ class _SyncRun:
             with self._lock:
                 if self._abandoned or not _next_is_plain_sync(collector):
                     break
-                task: BackgroundTask = collector.tasks[collector._next]
+                task = cast(BackgroundTask, collector.tasks[collector._next])
                 collector._next += 1
                 self.current = task
             try:
@@ -348,7 +348,7 @@ class _SyncRun:
                 if result is not None and inspect.isawaitable(result):
                     # A sync function returned an awaitable: it is awaited on the loop, under
                     # the task's name and in its context, before the entries after it.
-                    collector.tasks.insert(collector._next, _AwaitResult(result, task))
+                    collector.tasks.insert(collector._next, _awaiting(result, task))
                     break
             self.current = None
         if self._abandoned or not collector.has_pending():
@@ -361,22 +361,19 @@ class _SyncRun:
         return True
 
 
-class _AwaitResult(BackgroundTask):
-    """Awaits what a sync task returned, under that task's name and in its context."""
-
-    def __init__(self, awaitable: Any, source: BackgroundTask) -> None:
-        async def await_it() -> None:
-            await awaitable
-
-        self.func = await_it
-        self.args = ()
-        self.kwargs = {}
-        self.is_async = True
-        self.name = source.name
-        self.context = source.context
+async def _await(awaitable: Any) -> None:
+    await awaitable
 
 
-class _SealedTasks(list):  # type: ignore[type-arg]
+def _awaiting(awaitable: Any, source: BackgroundTask) -> BackgroundTask:
+    """An entry that awaits what a sync task returned, under that task's name and context."""
+    entry = BackgroundTask(_await, awaitable)
+    entry.name = source.name
+    entry.context = source.context
+    return entry
+
+
+class _SealedTasks(list[Any]):
     """The task list of a collector whose detached run has ended: adding to it is an error."""
 
     def _refuse(self, *args: object) -> None:
@@ -386,7 +383,7 @@ class _SealedTasks(list):  # type: ignore[type-arg]
             "they run; for work that starts later, use a collector of its own."
         )
 
-    append = insert = extend = _refuse  # type: ignore[assignment]
+    append = insert = extend = _refuse
 
 
 def _seal(collector: BackgroundTasks) -> None:

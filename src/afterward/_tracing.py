@@ -5,7 +5,8 @@ Tracing tools give each background task a span by hooking the frameworks' own ta
 `starlette.background.BackgroundTask.__call__` with a wrapper that opens a span around the
 original; FastAPI's native telemetry (`FastAPI(telemetry=...)`) opens one per task in
 `fastapi.BackgroundTasks.__call__`. afterward runs its entries itself, so those hooks would see
-at most the whole collector.
+at most the whole collector. (The FastAPI drop-in's entry for its whole collector, in FastAPI's
+collector, is kept out of both hooks: `afterward.fastapi._dependency._attach`.)
 
 When, and only when, a run finds such a hook in place, each afterward entry is run through it:
 the hook is called with a plain Starlette `BackgroundTask` whose `func` is a stand-in that looks

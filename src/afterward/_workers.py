@@ -4,8 +4,8 @@ Under load, what a sync background task costs the server is not the thread hop i
 hand-offs between the event-loop thread and busy worker threads, and the wake-up back to the loop.
 So detached runs do not hop: the request puts a job in this pool's queue and goes on. Idle workers
 block on the queue; a submit wakes at most one of them, and only when no woken worker is already
-on its way; a busy worker takes the next job without waiting, so under load nothing is notified. Threads start on demand, up to
-`size`, and stay.
+on its way; a busy worker takes the next job without waiting, so under load nothing is notified.
+Threads start on demand, up to `size`, and stay.
 
 The pool knows nothing about tasks: a job is any object with a `run()` method and a `name` for the
 log. What a worker is running is visible (`running()`), so a shutdown can name what it could not

@@ -30,6 +30,7 @@ def say(text: str) -> None:
     with _print_lock:
         print(text, flush=True)
 
+
 logging.basicConfig(
     stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"
 )

@@ -7,6 +7,11 @@ Two dependencies per collector, so that replacing the collector cannot lose it:
 - a private request-scoped `yield` dependency takes whatever the factory returned, checks it is an
   afterward collector, adds it to FastAPI's native collector (which FastAPI runs as the response's
   background), and at its exit runs what has not run yet or logs it when the request failed.
+
+Tracing tools see each afterward task as one of FastAPI's tasks (see `afterward._tracing`), so
+the native collector's entry for the whole collector must not be seen as a task of its own: it
+would add a span, and put the tasks' spans one level below where FastAPI's own tasks have theirs.
+`_attach` hides it from both kinds of hook.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from typing import Annotated
 import fastapi
 from fastapi import params
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from starlette.background import BackgroundTask as StarletteTask
 from starlette.websockets import WebSocketDisconnect
 
 import afterward
 from afterward._callables import task_name
+from afterward._current import RequestSlot, request_slot
 from afterward._report import level_for, log_not_run
 
 __all__ = ["get_background_tasks", "tasks_from"]
@@ -109,15 +116,28 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
                 f"its tasks could not run. Return one, with the options you want: "
                 f"lambda: afterward.BackgroundTasks(on_error=report)."
             )
+        outer = request_slot.get(None)
+        if outer is not None and outer.detached:
+            # BackgroundTasksMiddleware runs this request's tasks, detached: the request has
+            # its one collector (this one, unless code below the middleware opened it first).
+            if outer.tasks is None:
+                outer.tasks = tasks
+            yield outer.tasks
+            return
         # FastAPI attaches `native` to the response it builds: our collector runs there, after
         # the body, like FastAPI's own tasks would.
-        native.add_task(tasks)
+        _attach(native, tasks)
+        slot = RequestSlot(lambda: tasks, f"the FastAPI dependency {factory_name}")
+        slot.tasks = tasks
+        token = request_slot.set(slot)  # current_tasks() finds it, in threads too
         try:
             yield tasks
         except BaseException as exc:
             reason = f"the request failed with {type(exc).__name__}"
             log_not_run(tasks, reason, _level_for_failure(exc))
             raise
+        finally:
+            request_slot.reset(token)
         # Runs only what has not run yet: nothing, unless the path operation returned a Response
         # with its own `background` (FastAPI then drops `native`) or this is a websocket route.
         await tasks()
@@ -138,6 +158,47 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
     )
     attach_to_response.__qualname__ = f"attach_to_response[{factory_name}]"
     return attach_to_response
+
+
+def _attach(native: fastapi.BackgroundTasks, tasks: afterward.BackgroundTasks) -> None:
+    """Add `tasks` to FastAPI's collector as one entry that no tracing hook takes for a task.
+
+    The entry's own `__call__` keeps it out of the wrapper that OpenTelemetry's FastAPI
+    instrumentation (and logfire) put on Starlette's `BackgroundTask.__call__`. FastAPI's native
+    telemetry opens a span around every entry of its collector, so this request's collector
+    becomes a `_NativeTasks`, which runs our entry directly and each other entry as FastAPI
+    does. afterward's runner then passes each of its tasks through those hooks itself.
+    """
+    native.tasks.append(_CollectorTask(tasks))
+    # FastAPI builds exactly this class. Already a `_NativeTasks` when a second factory's
+    # collector is attached; any other class keeps its own `__call__` (where FastAPI's telemetry
+    # would give our entry a span, with the tasks' spans below it).
+    if type(native) is fastapi.BackgroundTasks:
+        native.__class__ = _NativeTasks
+
+
+class _CollectorTask(StarletteTask):
+    """The native collector's entry that runs an afterward collector (its `func`), spanless."""
+
+    async def __call__(self) -> None:
+        await self.func(*self.args, **self.kwargs)
+
+
+class _NativeTasks(fastapi.BackgroundTasks):
+    """FastAPI's collector of a request that uses the drop-in.
+
+    FastAPI's `__call__` runs each entry in a telemetry operation (a span when its telemetry is
+    on); this one runs afterward's entries without one, and every other entry through FastAPI's
+    own `__call__`, one at a time, so those keep FastAPI's spans and semantics: the first failure
+    stops the rest and reaches the server.
+    """
+
+    async def __call__(self) -> None:
+        for task in self.tasks:  # a task may add one: the loop sees it, as Starlette's does
+            if type(task) is _CollectorTask:
+                await task()
+            else:
+                await fastapi.BackgroundTasks([task])()
 
 
 def _level_for_failure(exc: BaseException) -> int:
