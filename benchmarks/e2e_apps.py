@@ -265,6 +265,9 @@ def litestar_app(seed: bool) -> ASGIApp:
 
     app = Litestar(
         route_handlers=[send_seed if seed else send_one, count],
+        # Leave logging alone, as the other apps do: by default Litestar configures the root
+        # logger at startup.
+        logging_config=None,
         # The annotations are strings (postponed evaluation); these names are local to this
         # function so that Litestar is imported only by its own servers.
         signature_namespace={
