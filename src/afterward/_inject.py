@@ -17,9 +17,9 @@ from typing import Any
 
 from anyio import to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from ._completion import complete, exit_sync_in_thread, tear_down
+from ._completion import complete, exit_sync_in_thread, json_response, tear_down
 from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
@@ -76,23 +76,20 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
     async def endpoint(request: Request) -> Response:
         run = _Run(request, collector_class_)
         try:
-            kwargs = await run.arguments(plan) if plan.dependencies else run.values(plan, {})
-            if kwargs is _INVALID:
-                result = _INVALID
-            elif plan.direct:
-                result = await func(**kwargs)  # `run.call(plan)`, without its frame
-            else:
-                result = await run.invoke(plan, kwargs)
-            owned = True
+            # Not inlined: awaiting `func(**kwargs)` here instead saves one frame, measured at
+            # 0.04-0.05 µs of a ~13 µs request (0.4%), which does not pay for a second copy.
+            result = await run.call(plan)
             if result is _INVALID:
-                response: Response = JSONResponse({"detail": run.errors}, status_code=422)
                 run.abandon("the request failed validation (422)", logging.INFO)
+                response: Response = json_response(
+                    {"detail": run.errors}, run.tasks, run.stack, 422
+                )
             elif isinstance(result, Response):
-                response, owned = result, False
+                response = result
             else:
                 try:
-                    response = JSONResponse(result)
-                except (TypeError, ValueError) as exc:
+                    response = json_response(result, run.tasks, run.stack)
+                except (TypeError, ValueError, RecursionError) as exc:
                     raise _not_json(func, result, exc) from exc
         except BaseException as exc:
             run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
@@ -100,10 +97,11 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 await tear_down(run.stack, exc)
                 run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
             raise
-        tasks = run.tasks
-        if run.stack is None and (tasks is None or not tasks.has_pending()):
-            return response
-        return complete(response, tasks, run.stack, owned=owned)
+        if response is result:  # the endpoint's own: a copy completes the request, if need be
+            tasks = run.tasks
+            if run.stack is not None or (tasks is not None and tasks.has_pending()):
+                return complete(response, tasks, run.stack)
+        return response
 
     functools.update_wrapper(endpoint, func)
     endpoint.__name__ = callable_name(func).rpartition(".")[2]
