@@ -7,6 +7,7 @@ import gc
 import inspect
 import re
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -333,12 +334,10 @@ def test_builtin_without_a_signature_accepts_any_call() -> None:
     assert task.name == "builtins.max"
 
 
-def test_unhashable_callable_is_checked_without_being_cached() -> None:
+def test_unhashable_callable_is_checked_and_cached_by_identity() -> None:
     target = UnhashableCallable()
-    before = dict(_callables._cache)
     shape = describe(target)
-    assert describe(target) is not shape
-    assert _callables._cache == before
+    assert describe(target) is shape
     task = add(target, "anything")
     assert task.func is target
 
@@ -420,7 +419,7 @@ def test_bound_methods_of_different_instances_share_one_cached_shape(
 
 def test_the_shape_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_callables, "_MAX_CACHED", 4)
-    monkeypatch.setattr(_callables, "_cache", {})
+    monkeypatch.setattr(_callables, "_by_identity", {})
     made: list[Callable[[int], None]] = []
     for _ in range(10):
 
@@ -428,8 +427,8 @@ def test_the_shape_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
         made.append(per_request_closure)
         add(per_request_closure, 1)
-        assert len(_callables._cache) <= 4
-    assert made[-1] in _callables._cache
+        assert len(_callables._by_identity) <= 4
+    assert id(made[-1]) in _callables._by_identity
     # A function evicted from the cache is still checked correctly.
     with pytest.raises(TypeError):
         add(made[0])
@@ -440,3 +439,108 @@ def test_check_call_returns_the_shape_it_checked_against() -> None:
     assert shape is describe(send_email_async)
     assert shape.is_async is True
     assert shape.name == f"{HERE}.send_email_async"
+
+
+# --- the shape cache: one entry per callable, none kept alive -----------------------------------
+
+
+class logged:
+    """A class-based decorator: each decorated function is an instance of this one class."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+
+@logged
+def notify_one(address: str) -> None: ...
+
+
+@logged
+def notify_many(addresses: list[str], subject: str, body: str) -> None: ...
+
+
+def test_functions_wrapped_by_one_class_based_decorator_keep_their_own_signature_and_name() -> None:
+    first = add(notify_one, "a@example.com")
+    second = add(notify_many, ["a@example.com"], "hello", "body")
+    assert first.name == f"{HERE}.notify_one"
+    assert second.name == f"{HERE}.notify_many"
+    with pytest.raises(TypeError, match="notify_many"):
+        add(notify_many, "a@example.com")  # the signature of notify_one would accept it
+    with pytest.raises(TypeError, match="notify_one"):
+        add(notify_one, ["a"], "hello", "body")
+
+
+def test_per_request_closures_and_what_they_capture_are_not_kept_alive() -> None:
+    class Payload:
+        """Stands for the request's data a task closes over (weakly referenceable)."""
+
+        def __init__(self) -> None:
+            self.data = bytearray(100_000)
+
+    payloads: list[weakref.ref[Payload]] = []
+    instances: list[weakref.ref[object]] = []
+    for _ in range(200):
+        payload = Payload()
+        payloads.append(weakref.ref(payload))
+
+        def task(suffix: str, payload: Payload = payload) -> None:
+            payload.data.extend(suffix.encode())
+
+        class PerRequest:
+            def __call__(self, value: int) -> None: ...
+
+        instance = PerRequest()
+        instances.append(weakref.ref(instance))
+        tasks = BackgroundTasks()
+        tasks.add_task(task, "!")
+        tasks.add_task(instance, 1)
+        tasks.add_task(functools.partial(task, "?"))
+        del tasks, task, payload, instance
+    gc.collect()
+    assert [ref for ref in payloads if ref() is not None] == []
+    assert [ref for ref in instances if ref() is not None] == []
+
+
+def test_a_cached_shape_is_dropped_when_its_function_goes() -> None:
+    def per_request(value: int) -> None: ...
+
+    add(per_request, 1)
+    key = id(per_request)
+    assert key in _callables._by_identity
+    del per_request
+    gc.collect()
+    assert key not in _callables._by_identity
+
+
+def test_bound_builtin_methods_are_checked_without_keeping_their_object() -> None:
+    class Items(list[int]):
+        pass
+
+    items = Items()
+    reference = weakref.ref(items)
+    task = add(items.append, 1)
+    assert task.name.endswith(".append")
+    del items, task
+    gc.collect()
+    assert reference() is None
+
+
+def test_module_level_builtins_are_described_once() -> None:
+    assert describe(print) is describe(print)
+
+
+def test_a_callable_that_cannot_be_weakly_referenced_is_checked_each_time() -> None:
+    class Slotted:
+        __slots__ = ()
+
+        def __call__(self, value: int) -> None: ...
+
+    target = Slotted()
+    assert describe(target) is not describe(target)
+    with pytest.raises(TypeError, match="Slotted"):
+        add(target)
+    assert add(target, 1).func is target

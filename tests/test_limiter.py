@@ -9,13 +9,7 @@ import pytest
 
 import afterward
 from afterward import BackgroundTasks
-
-
-async def wait_until_a_task_waits_for(limiter: anyio.CapacityLimiter) -> None:
-    """Let the other tasks run until one of them is queued on `limiter` (no sleeping)."""
-    with anyio.fail_after(5):
-        while limiter.statistics().tasks_waiting == 0:
-            await anyio.lowlevel.checkpoint()
+from helpers import wait_until_a_task_waits_for
 
 
 def test_default_thread_limit_is_forty() -> None:
@@ -81,14 +75,6 @@ async def test_resizing_the_default_limiter_changes_how_many_sync_tasks_run_at_o
         assert afterward.current_default_thread_limiter().total_tokens == 1
     finally:
         limiter.total_tokens = afterward.DEFAULT_THREAD_LIMIT
-
-
-def test_outside_an_event_loop_there_is_no_loop_to_cache_limiters_for() -> None:
-    import trio  # noqa: F401 -- imported, so the trio branch is asked too
-
-    from afterward._limiter import _current_loop
-
-    assert _current_loop() is None
 
 
 @pytest.mark.anyio

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 import afterward
 from afterward import BackgroundTask, BackgroundTasks
+from helpers import wait_until_a_task_waits_for
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Count `anyio.to_thread.run_sync` calls; each item is the limiter the call was given.
 
     On asyncio the limiter is passed through a view that skips an extra event-loop turn
-    (`afterward._limiter._PromptLimiter`); the item is then the limiter it stands for.
+    (`afterward._anyio_seam.prompt_limiter`); the item is then the limiter it stands for.
     """
     calls: list[Any] = []
     real_run_sync = anyio.to_thread.run_sync
@@ -93,13 +94,6 @@ def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 def warning_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "afterward" and r.levelno == logging.WARNING]
-
-
-async def wait_until_a_task_waits_for(limiter: anyio.CapacityLimiter) -> None:
-    """Let the other tasks run until one of them is queued on `limiter` (no sleeping)."""
-    with anyio.fail_after(5):
-        while limiter.statistics().tasks_waiting == 0:
-            await anyio.lowlevel.checkpoint()
 
 
 # --- order and threads --------------------------------------------------------------------------
@@ -948,3 +942,291 @@ async def test_a_suspended_task_in_its_own_context_keeps_it_and_can_be_cancelled
     assert cancelled == [True]
     assert "waits was interrupted" in caplog.text
     assert "1 task(s) never started" in caplog.text
+
+
+# --- task subclasses that override __call__ -----------------------------------------------------
+
+
+class Timed(BackgroundTask):
+    """An afterward task subclass wrapping the run, as timing or tracing wrappers do."""
+
+    calls: list[str]
+
+    async def __call__(self) -> None:
+        self.calls.append(f"before {request_id.get()}")
+        await super().__call__()
+        self.calls.append("after")
+
+
+class Retrying(BackgroundTask):
+    """A retry wrapper: it has to see the exception `super().__call__()` raises."""
+
+    async def __call__(self) -> None:
+        for attempt in range(3):
+            try:
+                await super().__call__()
+            except TaskFailedError:
+                if attempt == 2:
+                    raise
+            else:
+                return
+
+
+class StarletteTimed(StarletteTask):
+    calls: list[str]
+
+    async def __call__(self) -> None:
+        self.calls.append("before")
+        await super().__call__()
+        self.calls.append("after")
+
+
+async def test_afterward_subclass_override_is_awaited_inside_a_collector(record: Record) -> None:
+    token = request_id.set("captured")
+    try:
+        timed = Timed(record, "task")
+    finally:
+        request_id.reset(token)
+    timed.calls = []
+    tasks = BackgroundTasks([timed])
+    tasks.add_task(record, "plain")
+    await tasks()
+    # The override runs in the captured context, once; the function runs once, then the next.
+    assert timed.calls == ["before captured", "after"]
+    assert record.events == ["task", "plain"]
+
+
+async def test_starlette_subclass_override_is_awaited_inside_a_collector(record: Record) -> None:
+    timed = StarletteTimed(record, "task")
+    timed.calls = []
+    tasks = BackgroundTasks([timed])
+    await tasks()
+    assert timed.calls == ["before", "after"]
+    assert record.events == ["task"]
+
+
+async def test_super_call_in_an_override_runs_sync_functions_on_the_collectors_limiter() -> None:
+    limiter = anyio.CapacityLimiter(3)
+    borrowed: list[float] = []
+    seen: list[str] = []
+
+    def task() -> None:
+        borrowed.append(limiter.borrowed_tokens)
+        seen.append(request_id.get())
+
+    token = request_id.set("captured")
+    try:
+        timed = Timed(task)
+    finally:
+        request_id.reset(token)
+    timed.calls = []
+    await BackgroundTasks([timed], limiter=limiter)()
+    assert borrowed == [1]
+    assert seen == ["captured"]
+
+
+async def test_super_call_raises_the_failure_for_the_override_to_retry() -> None:
+    attempts: list[int] = []
+
+    def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TaskFailedError("not yet")
+
+    tasks = BackgroundTasks([Retrying(flaky)])
+    await tasks()
+    assert len(attempts) == 3
+
+
+async def test_failure_that_leaves_an_override_is_logged_under_the_tasks_name(
+    record: Record, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = BackgroundTasks([Retrying(fail_async)])
+    tasks.add_task(record, "next")
+    await tasks()
+    assert record.events == ["next"]
+    (logged,) = error_records(caplog)
+    assert f"Background task {HERE}.fail_async failed" in logged.getMessage()
+
+
+async def test_lone_subclass_as_a_background_runs_its_override_and_function_once(
+    record: Record,
+) -> None:
+    timed = Timed(record, "task")
+    timed.calls = []
+    async with client_for(app_with_background(lambda: timed)) as client:
+        response = await client.get("/")
+    assert response.status_code == 200
+    assert timed.calls == ["before unset", "after"]
+    assert record.events == ["task"]
+
+
+async def test_plain_tasks_next_to_a_subclass_are_still_batched(
+    record: Record, thread_hops: list[Any]
+) -> None:
+    timed = Timed(record.async_, "wrapped")
+    timed.calls = []
+    tasks = BackgroundTasks([timed])
+    tasks.add_task(record, 1)
+    tasks.add_task(record, 2)
+    await tasks()
+    assert record.events == ["wrapped", 1, 2]
+    assert len(thread_hops) == 1
+
+
+# --- one task shared by concurrent runs ---------------------------------------------------------
+
+
+async def test_one_sync_task_shared_by_concurrent_runs_runs_in_each() -> None:
+    runs = 5
+    barrier = threading.Barrier(runs, timeout=5)
+    seen: list[str] = []
+
+    def shared_task() -> None:
+        barrier.wait()  # every run is inside the task at once
+        seen.append(request_id.get())
+
+    token = request_id.set("captured")
+    try:
+        shared = BackgroundTask(shared_task)
+    finally:
+        request_id.reset(token)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(runs):
+                tg.start_soon(shared)
+    assert seen == ["captured"] * runs
+
+
+async def test_one_async_task_shared_by_concurrent_runs_runs_in_each() -> None:
+    runs = 5
+    inside = 0
+    everyone_inside = anyio.Event()
+    seen: list[str] = []
+
+    async def shared_task() -> None:
+        nonlocal inside
+        inside += 1
+        if inside == runs:
+            everyone_inside.set()
+        await everyone_inside.wait()
+        seen.append(request_id.get())
+
+    token = request_id.set("captured")
+    try:
+        shared = BackgroundTask(shared_task)
+    finally:
+        request_id.reset(token)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(runs):
+                tg.start_soon(BackgroundTasks([shared]))
+    assert seen == ["captured"] * runs
+
+
+# --- context values are compared by identity, never with their own __eq__ -----------------------
+
+
+class RefusesComparison:
+    def __eq__(self, other: object) -> bool:
+        raise TypeError("do not compare me")
+
+    __hash__ = object.__hash__
+
+
+comparable: contextvars.ContextVar[object] = contextvars.ContextVar("comparable")
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_context_value_whose_eq_raises_does_not_break_the_task(
+    is_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[object] = []
+    captured = RefusesComparison()
+
+    def read() -> None:
+        seen.append(comparable.get())
+
+    async def read_async() -> None:
+        read()
+
+    async def run() -> None:
+        comparable.set(captured)
+        tasks = BackgroundTasks()
+        tasks.add_task(read_async if is_async else read)
+        comparable.set(RefusesComparison())  # the running context now differs from the captured
+        await tasks()
+
+    async with anyio.create_task_group() as tg:  # a task of its own, so the var stays in there
+        tg.start_soon(run)
+    assert seen == [captured]
+    assert error_records(caplog) == []
+
+
+# --- a lone afterward task, run by a response or by hand ----------------------------------------
+
+
+async def test_lone_async_task_runs_in_its_captured_context() -> None:
+    seen: list[str] = []
+    token = request_id.set("captured")
+    try:
+        task = BackgroundTask(read_request_id_async, seen)
+    finally:
+        request_id.reset(token)
+    await task()
+    assert seen == ["captured"]
+
+
+async def test_lone_task_interrupted_by_a_base_exception_names_it_and_reraises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def interrupted() -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        await BackgroundTask(interrupted)()
+    (logged,) = warning_records(caplog)
+    assert ".<locals>.interrupted was interrupted; 0 task(s) never started" in logged.getMessage()
+
+
+async def test_super_call_awaits_the_coroutine_a_sync_function_returns(record: Record) -> None:
+    def sync_wrapper() -> Awaitable[None]:
+        return record.async_("awaited")
+
+    timed = Timed(sync_wrapper)
+    timed.calls = []
+    await BackgroundTasks([timed])()
+    assert record.events == ["awaited"]
+    assert timed.calls == ["before unset", "after"]
+
+
+@pytest.mark.anyio
+async def test_a_collector_called_again_while_it_runs_runs_each_task_once() -> None:
+    """Two runs at once (a cached response sent to two clients) never start a task twice."""
+    ran: list[str] = []
+    lock = threading.Lock()
+    first_started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> None:
+        first_started.set()
+        release.wait(5)
+        with lock:
+            ran.append("slow")
+
+    def quick(tag: str) -> None:
+        with lock:
+            ran.append(tag)
+
+    tasks = BackgroundTasks()
+    tasks.add_task(slow)
+    tasks.add_task(quick, "a")
+    tasks.add_task(quick, "b")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tasks)
+        await anyio.to_thread.run_sync(first_started.wait, 5)
+        tasks.add_task(quick, "c")
+        with anyio.fail_after(5):
+            await tasks()  # returns at once: the run in progress takes "c" too
+        release.set()
+    assert ran == ["slow", "a", "b", "c"]

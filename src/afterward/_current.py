@@ -11,10 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Protocol
 
 from ._tasks import BackgroundTasks
 
-__all__ = ["RequestSlot", "current_tasks", "request_slot"]
+__all__ = ["RequestSlot", "Slot", "current_tasks", "request_slot"]
+
+
+class Slot(Protocol):
+    """Where a request's collector is found: `RequestSlot`, or `inject`'s per-request state."""
+
+    @property
+    def detached(self) -> bool:
+        """Whether the middleware runs this request's tasks (see `RequestSlot`)."""
+
+    def open(self) -> BackgroundTasks:
+        """Return the request's collector, making it if nobody has asked yet."""
 
 
 class RequestSlot:
@@ -49,8 +61,14 @@ class RequestSlot:
             self.tasks = tasks
         return tasks
 
+    def adopt(self, tasks: BackgroundTasks) -> BackgroundTasks:
+        """Make `tasks` the request's collector, unless someone opened one already; return it."""
+        if self.tasks is None:
+            self.tasks = tasks
+        return self.tasks
 
-request_slot: ContextVar[RequestSlot] = ContextVar("afterward.request_slot")
+
+request_slot: ContextVar[Slot] = ContextVar("afterward.request_slot")
 
 
 def current_tasks() -> BackgroundTasks:

@@ -19,25 +19,36 @@ supervisor runs the collector's entries in order, as the runner does inline, but
 from __future__ import annotations
 
 import enum
-import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from contextvars import Context
 from typing import Any, cast
 
 import anyio
 import anyio.abc
 from anyio.abc import TaskGroup
 
+from ._call import Call
 from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names
-from ._runner import is_plain_sync, run_tasks
-from ._tasks import BackgroundTask, BackgroundTasks
+from ._runner import (
+    is_batchable,
+    report_failure_now,
+    run_sync_batch,
+    run_tasks,
+    settle_sync_stop,
+)
+from ._tasks import BackgroundTasks
 from ._tracing import active_hook
 from ._workers import WorkerPool
 
 __all__ = ["Supervisor"]
+
+# What ended a worker's run of sync entries and must be settled on the loop: the entry (None
+# for an async on_error to await), the context it ran in, and the awaitable.
+_SyncStop = tuple["Call | None", Context, object]
 
 
 class _State(enum.Enum):
@@ -215,23 +226,32 @@ class Supervisor:
     # -- running --------------------------------------------------------------------------------
 
     def _dispatch(self, collector: BackgroundTasks, *, first: bool) -> None:
-        if _next_is_plain_sync(collector):
+        if _next_is_batchable(collector):
             self._pool.submit(_SyncRun(self, collector, first))
         elif self._task_group is not None and self._state is not _State.CLOSED:
-            self._task_group.start_soon(self._run_async, collector, first)
+            self._task_group.start_soon(self._run_async, collector, first, None)
         else:
             if first:
                 self._start()
             log_not_run(collector, "the app shut down before they started", logging.ERROR)
             self._finish(collector)
 
-    async def _run_async(self, collector: BackgroundTasks, first: bool) -> None:
+    async def _run_async(
+        self, collector: BackgroundTasks, first: bool, stop: _SyncStop | None
+    ) -> None:
+        """Run the collector's entries on the loop until the next sync one, in a running slot.
+
+        `stop` is what ended a worker's run of sync entries, if it must be settled on the loop
+        first (an awaitable a sync task returned, or an async `on_error` to await).
+        """
         started = not first
         try:
             async with self._slots:
                 if first:
                     self._start()
                     started = True
+                if stop is not None:
+                    await _settle(collector, stop)
                 await run_tasks(collector, until_sync=True)
         except BaseException:
             if not started:
@@ -249,13 +269,13 @@ class Supervisor:
         else:
             self._finish(collector)
 
-    def _resume_on_loop(self, collector: BackgroundTasks) -> None:
-        """Called on the loop when a worker reached an async entry of the collector."""
+    def _resume_on_loop(self, collector: BackgroundTasks, stop: _SyncStop | None) -> None:
+        """Called on the loop when a worker's run of sync entries left work for the loop."""
         if self._task_group is None or self._state is _State.CLOSED:
             log_not_run(collector, "the app shut down before they started", logging.ERROR)
             self._finish(collector)
             return
-        self._task_group.start_soon(self._run_async, collector, False)
+        self._task_group.start_soon(self._run_async, collector, False, stop)
 
     def _abandon(self) -> None:
         for job in self._pool.close():
@@ -276,6 +296,19 @@ class Supervisor:
             self._task_group.cancel_scope.cancel()
 
 
+class _OnError:
+    """What an async `on_error` returned for a task that failed in a worker thread."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self, pending: Awaitable[object]) -> None:
+        self.pending = pending
+
+
+class _Abandoned(Exception):
+    """Raised in a worker thread, between two tasks, once the drain deadline has passed."""
+
+
 class _SyncRun:
     """A collector's next run of sync entries, as one job for a worker thread."""
 
@@ -285,7 +318,7 @@ class _SyncRun:
         self.supervisor = supervisor
         self.collector = collector
         self.first = first
-        self.current: BackgroundTask | None = None
+        self.current: Call | None = None
         self._abandoned = False
         self.done = False  # its part of the collector is over (run, handed back, or abandoned)
         # Taking the next task and abandoning the rest must not interleave.
@@ -313,64 +346,61 @@ class _SyncRun:
             supervisor._start()
         try:
             handed_back = self._run_entries()
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
-            never_started = collector.skip_pending()
-            logger.error(
-                "Background task %s was interrupted by %s in its worker thread; %d task(s) after "
-                "it never started: %s.",
-                entry_name(self.current) if self.current is not None else "(none)",
-                type(exc).__name__,
-                len(never_started),
-                names(never_started) or "none",
-            )
+        finally:
             self.done = True
-            supervisor._finish(collector)
-            return
-        self.done = True
         if not handed_back:
             supervisor._finish(collector)
 
+    def _take(self, collector: object) -> Call | None:
+        with self._lock:
+            if self._abandoned:
+                raise _Abandoned
+            if not _next_is_batchable(self.collector):
+                return None
+            self.current = cast(Call, self.collector.take_next())
+            return self.current
+
     def _run_entries(self) -> bool:
-        """Run the sync entries from the cursor on; return whether the loop took over the rest."""
-        supervisor, collector = self.supervisor, self.collector
-        while True:
-            with self._lock:
-                if self._abandoned or not _next_is_plain_sync(collector):
-                    break
-                task = cast(BackgroundTask, collector.tasks[collector._next])
-                collector._next += 1
-                self.current = task
-            try:
-                result = task.context.run(task.func, *task.args, **task.kwargs)
-            except Exception as exc:
-                _report_failure_in_thread(supervisor, collector, task, exc)
-            else:
-                if result is not None and inspect.isawaitable(result):
-                    # A sync function returned an awaitable: it is awaited on the loop, under
-                    # the task's name and in its context, before the entries after it.
-                    collector.tasks.insert(collector._next, _awaiting(result, task))
-                    break
-            self.current = None
+        """Run sync entries from the cursor on; return whether the loop took over the rest."""
+        collector = self.collector
+        while (entry := self._take(collector)) is not None:
+            stop = run_sync_batch(collector, entry, self._take)
+            if stop is None:
+                break
+            stopped, context, outcome = stop
+            if isinstance(outcome, _Abandoned):
+                return False  # named by abandon(), which skipped the rest
+            if isinstance(outcome, Exception) and stopped is not None:
+                pending = report_failure_now(collector, stopped, outcome)
+                if pending is None:
+                    continue
+                # An async on_error: awaited on the loop, before the next task.
+                return self._hand_back((stopped, context, _OnError(pending)))
+            if isinstance(outcome, BaseException):  # SystemExit, KeyboardInterrupt in a task
+                never_started = collector.skip_pending()
+                logger.error(
+                    "Background task %s was interrupted by %s in its worker thread; %d task(s) "
+                    "after it never started: %s.",
+                    entry_name(stopped),
+                    type(outcome).__name__,
+                    len(never_started),
+                    names(never_started) or "none",
+                )
+                return False
+            # A sync function returned an awaitable: awaited on the loop, in its context.
+            return self._hand_back(stop)
+        self.current = None
         if self._abandoned or not collector.has_pending():
             return False
-        if supervisor._loop is None or not supervisor._loop.call_soon(
-            supervisor._resume_on_loop, collector
-        ):
+        return self._hand_back(None)
+
+    def _hand_back(self, stop: _SyncStop | None) -> bool:
+        supervisor, collector = self.supervisor, self.collector
+        loop = supervisor._loop
+        if loop is None or not loop.call_soon(supervisor._resume_on_loop, collector, stop):
             log_not_run(collector, "the event loop has closed", logging.ERROR)
             return False
         return True
-
-
-async def _await(awaitable: Any) -> None:
-    await awaitable
-
-
-def _awaiting(awaitable: Any, source: BackgroundTask) -> BackgroundTask:
-    """An entry that awaits what a sync task returned, under that task's name and context."""
-    entry = BackgroundTask(_await, awaitable)
-    entry.name = source.name
-    entry.context = source.context
-    return entry
 
 
 class _SealedTasks(list[Any]):
@@ -390,53 +420,18 @@ def _seal(collector: BackgroundTasks) -> None:
     collector.tasks = _SealedTasks(collector.tasks)
 
 
-def _next_is_plain_sync(collector: BackgroundTasks) -> bool:
+async def _settle(collector: BackgroundTasks, stop: _SyncStop) -> None:
+    entry, context, outcome = stop
+    if not isinstance(outcome, _OnError):
+        await settle_sync_stop(collector, entry, context, outcome)
+        return
+    try:
+        await outcome.pending
+    except Exception:
+        logger.exception("The on_error callback failed while handling %s.", entry_name(entry))
+
+
+def _next_is_batchable(collector: BackgroundTasks) -> bool:
     # With a tracing tool hooked into task running, every task goes through the runner, which
     # gives each one its span; the worker threads' direct path would bypass the hook.
-    return (
-        collector.has_pending()
-        and is_plain_sync(collector.tasks[collector._next])
-        and active_hook() is None
-    )
-
-
-def _report_failure_in_thread(
-    supervisor: Supervisor, collector: BackgroundTasks, task: BackgroundTask, exc: Exception
-) -> None:
-    name = task.name
-    logger.error(
-        "Background task %s failed; %s.",
-        name,
-        "the remaining tasks are skipped (stop_on_error)"
-        if collector.stop_on_error
-        else "the remaining tasks still run",
-        exc_info=(type(exc), exc, exc.__traceback__),
-        extra={"afterward_task": name},
-    )
-    if collector.on_error is not None:
-        try:
-            result = collector.on_error(task, exc)
-            if inspect.isawaitable(result) and supervisor._loop is not None:
-                supervisor._loop.call_soon(_start_awaiting, supervisor, result, name)
-        except Exception:
-            logger.exception("The on_error callback failed while handling %s.", name)
-    if collector.stop_on_error:
-        skipped = collector.skip_pending()
-        if skipped:
-            logger.error(
-                "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
-                len(skipped),
-                name,
-                names(skipped),
-            )
-
-
-def _start_awaiting(supervisor: Supervisor, awaitable: Any, name: str) -> None:
-    async def await_it() -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("The on_error callback failed while handling %s.", name)
-
-    if supervisor._task_group is not None:
-        supervisor._task_group.start_soon(await_it)
+    return is_batchable(collector.next_pending()) and active_hook() is None

@@ -117,12 +117,10 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
                 f"lambda: afterward.BackgroundTasks(on_error=report)."
             )
         outer = request_slot.get(None)
-        if outer is not None and outer.detached:
+        if isinstance(outer, RequestSlot) and outer.detached:
             # BackgroundTasksMiddleware runs this request's tasks, detached: the request has
             # its one collector (this one, unless code below the middleware opened it first).
-            if outer.tasks is None:
-                outer.tasks = tasks
-            yield outer.tasks
+            yield outer.adopt(tasks)
             return
         # FastAPI attaches `native` to the response it builds: our collector runs there, after
         # the body, like FastAPI's own tasks would.
