@@ -250,21 +250,10 @@ async def test_every_app_answers_alike_and_counts_its_request_and_tasks(name: st
     assert after["tasks"] - before["tasks"] == 3 * variant.tasks
 
 
-NOT_YET_DETACHED = pytest.mark.xfail(
-    strict=True,
-    reason="inject endpoints do not use the middleware's collector yet (issue 6, item 1): their "
-    "tasks run inline, inside the request",
-)
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=() if name == "detached-sync-plain" else NOT_YET_DETACHED)
-        for name, variant in VARIANTS.items()
-        if variant.detached and variant.tasks
-    ],
+    [name for name, variant in VARIANTS.items() if variant.detached and variant.tasks],
 )
 async def test_detached_variants_run_their_tasks_in_afterwards_worker_threads(name: str) -> None:
     variant = VARIANTS[name]
