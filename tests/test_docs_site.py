@@ -34,7 +34,8 @@ def test_every_page_in_docs_is_in_the_nav() -> None:
 
 
 def test_the_nav_holds_the_pages_of_issue_5() -> None:
-    assert nav_pages() == [
+    pages = nav_pages()
+    wanted = [
         "index.md",
         "tutorial.md",
         "fastapi.md",
@@ -44,6 +45,7 @@ def test_the_nav_holds_the_pages_of_issue_5() -> None:
         "compatibility.md",
         "api.md",
     ]
+    assert [page for page in pages if page in wanted] == wanted
 
 
 def reference_members(module: str) -> list[str]:

@@ -1198,3 +1198,35 @@ async def test_super_call_awaits_the_coroutine_a_sync_function_returns(record: R
     await BackgroundTasks([timed])()
     assert record.events == ["awaited"]
     assert timed.calls == ["before unset", "after"]
+
+
+@pytest.mark.anyio
+async def test_a_collector_called_again_while_it_runs_runs_each_task_once() -> None:
+    """Two runs at once (a cached response sent to two clients) never start a task twice."""
+    ran: list[str] = []
+    lock = threading.Lock()
+    first_started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> None:
+        first_started.set()
+        release.wait(5)
+        with lock:
+            ran.append("slow")
+
+    def quick(tag: str) -> None:
+        with lock:
+            ran.append(tag)
+
+    tasks = BackgroundTasks()
+    tasks.add_task(slow)
+    tasks.add_task(quick, "a")
+    tasks.add_task(quick, "b")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tasks)
+        await anyio.to_thread.run_sync(first_started.wait, 5)
+        tasks.add_task(quick, "c")
+        with anyio.fail_after(5):
+            await tasks()  # returns at once: the run in progress takes "c" too
+        release.set()
+    assert ran == ["slow", "a", "b", "c"]

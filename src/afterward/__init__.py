@@ -8,9 +8,12 @@ in order, each failure logged by name without stopping the others.
 from __future__ import annotations
 
 from ._attach import attach as attach
+from ._current import current_tasks as current_tasks
 from ._inject import inject as inject
 from ._limiter import DEFAULT_THREAD_LIMIT as DEFAULT_THREAD_LIMIT
 from ._limiter import current_default_thread_limiter as current_default_thread_limiter
+from ._middleware import BackgroundTasksMiddleware as BackgroundTasksMiddleware
+from ._middleware import RunWhen as RunWhen
 from ._params import Depends as Depends
 from ._tasks import BackgroundTask as BackgroundTask
 from ._tasks import BackgroundTasks as BackgroundTasks
@@ -22,9 +25,12 @@ __all__ = [
     "DEFAULT_THREAD_LIMIT",
     "BackgroundTask",
     "BackgroundTasks",
+    "BackgroundTasksMiddleware",
     "Depends",
     "ErrorCallback",
+    "RunWhen",
     "attach",
     "current_default_thread_limiter",
+    "current_tasks",
     "inject",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -28,7 +28,17 @@ from ._tracing import TraceHook, active_hook, run_through_hook
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
-__all__ = ["Collector", "run_call", "run_task", "run_tasks"]
+__all__ = [
+    "Collector",
+    "is_batchable",
+    "report_failure_now",
+    "run_call",
+    "run_sync_batch",
+    "run_task",
+    "run_tasks",
+    "settle_sync_stop",
+    "take_following",
+]
 
 
 class Collector(Protocol):
@@ -65,13 +75,23 @@ _override: ContextVar[tuple[Call, CapacityLimiter | None] | None] = ContextVar(
 )
 
 
-async def run_tasks(collector: Collector) -> None:
-    """Run the collector's tasks that have not been started yet, in order."""
+async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
+    """Run the collector's tasks that have not been started yet, in order.
+
+    With `until_sync`, return before the next sync task that can be run directly: the supervisor
+    hands those to its worker threads.
+    """
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
+    stop_before_sync = until_sync and hook is None
     try:
-        while (entry := collector.take_next()) is not None:
+        while True:
+            if stop_before_sync and is_batchable(collector.next_pending()):
+                return
+            entry = collector.take_next()
+            if entry is None:
+                return
             running = entry
             if hook is not None:
                 await _run_traced(collector, hook, entry)
@@ -87,12 +107,12 @@ async def run_tasks(collector: Collector) -> None:
             else:
                 running, waiting = None, entry
                 stopped = await to_thread.run_sync(
-                    _run_sync_batch, collector, entry, limiter=task_hop_limiter(collector.limiter)
+                    run_sync_batch, collector, entry, limiter=task_hop_limiter(collector.limiter)
                 )
                 waiting = None
                 if stopped is not None:
                     running = stopped[0]
-                    await _settle_sync_stop(collector, *stopped)
+                    await settle_sync_stop(collector, *stopped)
             running = None
     except BaseException as exc:
         _log_abandoned(collector, running, waiting, exc)
@@ -125,7 +145,7 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
     """Run one entry's function to its end in `context`, raising what it raises.
 
     This is where a single entry is invoked; a run of sync entries in a collector is invoked
-    entry by entry in `_run_sync_batch`, in one worker thread.
+    entry by entry in `run_sync_batch`, in one worker thread.
     """
     if entry.is_async:
         suspended = _start_async(entry, context)
@@ -139,7 +159,8 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
         await _in_context(context, result)
 
 
-def _is_batchable(entry: object) -> bool:
+def is_batchable(entry: object) -> bool:
+    """Whether `entry` is a sync afterward task whose function can be called in a worker thread."""
     return isinstance(entry, Call) and entry.runs_directly and not entry.is_async
 
 
@@ -187,10 +208,10 @@ async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> N
         await _report_failure(collector, entry, exc)
 
 
-async def _settle_sync_stop(
+async def settle_sync_stop(
     collector: Collector, entry: Call | None, context: Context, outcome: object
 ) -> None:
-    """Deal with what stopped a run of sync entries (see `_run_sync_batch`) on the loop."""
+    """Deal with what stopped a run of sync entries (see `run_sync_batch`) on the loop."""
     if entry is not None and isinstance(outcome, Exception):
         await _report_failure(collector, entry, outcome)
         return
@@ -204,16 +225,28 @@ async def _settle_sync_stop(
         await _report_failure(collector, entry, exc)
 
 
-def _run_sync_batch(collector: Collector, entry: Call) -> _SyncStop | None:
+def run_sync_batch(
+    collector: Collector,
+    entry: Call,
+    take: Callable[[Collector], Call | None] | None = None,
+) -> _SyncStop | None:
     """Run `entry` and the consecutive sync entries after it, in this worker thread.
 
-    Stops at a failure, at an awaitable returned, at cancellation of the host task (checked
-    between entries), or at the first entry that is not a sync one.
+    Stops at a failure, at an awaitable returned, at the first entry that is not a sync one, or
+    when `take` raises (AnyIO's threads: the host task was cancelled; the supervisor's: the
+    drain deadline passed).
+
+    Args:
+        collector: The collector the entries come from.
+        entry: The first entry, already taken.
+        take: Takes the following entry, or returns None to end the run; `take_following`
+            unless given.
 
     Returns:
         None when every entry of the run returned, else the entry that stopped the run (None if
-        cancellation did), the context it ran in, and the exception or the awaitable.
+        `take` did), the context it ran in, and the exception or the awaitable.
     """
+    take = take or take_following
     while True:
         context = entry.context.copy()
         try:
@@ -224,16 +257,25 @@ def _run_sync_batch(collector: Collector, entry: Call) -> _SyncStop | None:
             return entry, context, exc
         if result is not None and inspect.isawaitable(result):
             return entry, context, result
-        following = collector.next_pending()
-        if not _is_batchable(following):
-            return None
         try:
-            # Lets a cancelled host task stop the run between entries instead of waiting for all.
-            from_thread.check_cancelled()
+            following = take(collector)
         except BaseException as exc:
             return None, context, exc
-        collector.take_next()
-        entry = following  # type: ignore[assignment]
+        if following is None:
+            return None
+        entry = following
+
+
+def take_following(collector: Collector) -> Call | None:
+    """In an AnyIO worker thread: take the next entry if it is a sync one, else return None.
+
+    Checks for cancellation first, so a cancelled host task stops the run between entries
+    instead of waiting for all of them.
+    """
+    if not is_batchable(collector.next_pending()):
+        return None
+    from_thread.check_cancelled()
+    return cast(Call, collector.take_next())
 
 
 def _call_sync(entry: Call, context: Context) -> object:
@@ -302,13 +344,30 @@ def _resume(context: Context, iterator: Any, yielded: Any) -> Generator[Any, Any
 
 
 async def _report_failure(collector: Collector, entry: object, exc: Exception) -> None:
+    pending = report_failure_now(collector, entry, exc)
+    if pending is not None:
+        try:
+            await pending
+        except Exception:
+            logger.exception("The on_error callback failed while handling %s.", entry_name(entry))
+
+
+def report_failure_now(
+    collector: Collector, entry: object, exc: Exception
+) -> Awaitable[object] | None:
+    """Log a failed entry, call `on_error`, apply `stop_on_error`; in any thread.
+
+    Returns:
+        What `on_error` returned if it must still be awaited (an async `on_error`), else None.
+    """
     name = entry_name(entry)
     _log_failure(name, exc, stop_on_error=collector.stop_on_error)
+    pending: Awaitable[object] | None = None
     if collector.on_error is not None:
         try:
             result = collector.on_error(entry, exc)
             if inspect.isawaitable(result):
-                await result
+                pending = result
         except Exception:
             logger.exception("The on_error callback failed while handling %s.", name)
     if collector.stop_on_error:
@@ -320,6 +379,7 @@ async def _report_failure(collector: Collector, entry: object, exc: Exception) -
                 name,
                 names(skipped),
             )
+    return pending
 
 
 def _log_failure(name: str, exc: Exception, *, stop_on_error: bool) -> None:

@@ -93,6 +93,7 @@ class BackgroundTasks(_StarletteTasks):
     on_error: ErrorCallback | None = None
     limiter: CapacityLimiter | None = None
     _next: int = 0  # index of the first task that has not been started yet
+    _running = False  # a run is in progress (see `__call__`)
 
     def __init__(
         self,
@@ -168,8 +169,20 @@ class BackgroundTasks(_StarletteTasks):
         return pending
 
     async def __call__(self) -> None:
-        """Run the tasks that have not run yet, in order."""
-        await run_tasks(self)
+        """Run the tasks that have not run yet, in order.
+
+        A collector is run by one run at a time: called while a run of it is in progress (a
+        response cached with it as `background` and sent to two clients at once), this returns
+        at once, and the run in progress runs every task not started yet, those included. Each
+        task still runs exactly once.
+        """
+        if self._running:
+            return
+        self._running = True
+        try:
+            await run_tasks(self)
+        finally:
+            self._running = False
 
 
 def _fill(

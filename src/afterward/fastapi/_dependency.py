@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import afterward
 from afterward._callables import task_name
+from afterward._current import RequestSlot, request_slot
 from afterward._report import level_for, log_not_run
 
 __all__ = ["get_background_tasks", "tasks_from"]
@@ -115,15 +116,26 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
                 f"its tasks could not run. Return one, with the options you want: "
                 f"lambda: afterward.BackgroundTasks(on_error=report)."
             )
+        outer = request_slot.get(None)
+        if isinstance(outer, RequestSlot) and outer.detached:
+            # BackgroundTasksMiddleware runs this request's tasks, detached: the request has
+            # its one collector (this one, unless code below the middleware opened it first).
+            yield outer.adopt(tasks)
+            return
         # FastAPI attaches `native` to the response it builds: our collector runs there, after
         # the body, like FastAPI's own tasks would.
         _attach(native, tasks)
+        slot = RequestSlot(lambda: tasks, f"the FastAPI dependency {factory_name}")
+        slot.tasks = tasks
+        token = request_slot.set(slot)  # current_tasks() finds it, in threads too
         try:
             yield tasks
         except BaseException as exc:
             reason = f"the request failed with {type(exc).__name__}"
             log_not_run(tasks, reason, _level_for_failure(exc))
             raise
+        finally:
+            request_slot.reset(token)
         # Runs only what has not run yet: nothing, unless the path operation returned a Response
         # with its own `background` (FastAPI then drops `native`) or this is a websocket route.
         await tasks()

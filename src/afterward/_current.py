@@ -1,0 +1,100 @@
+"""`current_tasks()`: the collector of the request being handled, from anywhere inside it.
+
+Whoever handles a request (the middleware, an `inject` endpoint, the FastAPI dependency) puts a
+`RequestSlot` in a context variable. The collector in it is made on first use, so a request that
+queues nothing pays for no collector. Code running in a worker thread sees the same slot (the
+thread gets a copy of the context, and the copy holds the same object), so a collector opened
+there is the request's one too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Protocol
+
+from ._tasks import BackgroundTasks
+
+__all__ = ["RequestSlot", "Slot", "current_tasks", "request_slot"]
+
+
+class Slot(Protocol):
+    """Where a request's collector is found: `RequestSlot`, or `inject`'s per-request state."""
+
+    @property
+    def detached(self) -> bool:
+        """Whether the middleware runs this request's tasks (see `RequestSlot`)."""
+
+    def open(self) -> BackgroundTasks:
+        """Return the request's collector, making it if nobody has asked yet."""
+
+
+class RequestSlot:
+    """The request's collector, made by `factory` the first time someone asks for it.
+
+    Attributes:
+        detached: The middleware runs this request's tasks (after the response, in its
+            supervisor); `inject` and the FastAPI dependency then hand out this collector and
+            leave running it to the middleware.
+    """
+
+    __slots__ = ("detached", "factory", "owner", "tasks")
+
+    def __init__(
+        self, factory: Callable[[], BackgroundTasks], owner: str, *, detached: bool = False
+    ) -> None:
+        self.factory = factory
+        self.owner = owner  # who runs the tasks: named in error messages
+        self.detached = detached
+        self.tasks: BackgroundTasks | None = None
+
+    def open(self) -> BackgroundTasks:
+        """Return the request's collector, making it now if nobody has asked yet."""
+        tasks = self.tasks
+        if tasks is None:
+            tasks = self.factory()
+            if not isinstance(tasks, BackgroundTasks):
+                raise TypeError(
+                    f"The collector factory of {self.owner} returned {tasks!r}; it must return "
+                    f"an afterward.BackgroundTasks (or a subclass)."
+                )
+            self.tasks = tasks
+        return tasks
+
+    def adopt(self, tasks: BackgroundTasks) -> BackgroundTasks:
+        """Make `tasks` the request's collector, unless someone opened one already; return it."""
+        if self.tasks is None:
+            self.tasks = tasks
+        return self.tasks
+
+
+request_slot: ContextVar[Slot] = ContextVar("afterward.request_slot")
+
+
+def current_tasks() -> BackgroundTasks:
+    """Return the background-task collector of the request being handled.
+
+    It works anywhere below `afterward.BackgroundTasksMiddleware`: in the endpoint, a dependency,
+    an inner middleware, a plain helper function, a sync function running in a worker thread. It
+    also works inside `inject` endpoints and FastAPI path operations that use
+    `afterward.fastapi.BackgroundTasks`, with or without the middleware. It is the same collector
+    those hand out as a parameter, so a request has exactly one, whichever way code reaches it.
+
+    Returns:
+        The request's `afterward.BackgroundTasks`.
+
+    Raises:
+        LookupError: called outside a request handled by the middleware, `inject` or the FastAPI
+            integration.
+    """
+    try:
+        slot = request_slot.get()
+    except LookupError:
+        raise LookupError(
+            "current_tasks() was called outside a request, so there is no collector to return. "
+            "Wrap the app with afterward.BackgroundTasksMiddleware (app = "
+            "BackgroundTasksMiddleware(app), or Middleware(BackgroundTasksMiddleware) in "
+            "Starlette and FastAPI), or call it from an endpoint made with afterward.inject or "
+            "one that takes afterward.fastapi.BackgroundTasks."
+        ) from None
+    return slot.open()

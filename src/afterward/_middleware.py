@@ -1,0 +1,278 @@
+"""`BackgroundTasksMiddleware`: background tasks for any ASGI app, run detached from requests.
+
+For each HTTP request and websocket session the middleware opens one collector, which
+`current_tasks()` returns anywhere below it. When the response has been completed, the collector
+goes to the app's `Supervisor` and the request's ASGI call returns at once: outer middleware, the
+access log and the server never wait for tasks. The supervisor lives as long as the app's lifespan:
+the middleware starts it on `lifespan.startup`, before the app's own startup, and drains it on
+`lifespan.shutdown`, before passing shutdown on, so tasks can still use the app's resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._current import RequestSlot, request_slot
+from ._report import level_for, log_not_run, logger
+from ._supervisor import Supervisor
+from ._tasks import BackgroundTasks
+
+__all__ = ["BackgroundTasksMiddleware", "RunWhen"]
+
+RunWhen = Literal["success", "completed", "always"]
+"""When a request's tasks run: after a completed response below 400 (the default), after any
+completed response, or always, even when the app raised or the client went away."""
+
+AnyASGIApp = Callable[..., Awaitable[None]]
+"""Any ASGI app: frameworks type `scope`, `receive` and `send` each their own way (Starlette,
+Litestar, Quart, Django), and each app is called with the messages the server sends."""
+
+_RUN_WHEN = ("success", "completed", "always")
+_FINAL_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
+_PATHSEND = "http.response.pathsend"
+
+
+class BackgroundTasksMiddleware:
+    """Give every request a collector, and run its tasks after the response, detached.
+
+    Args:
+        app: The ASGI app to wrap.
+        drain_timeout: At shutdown, seconds to wait for waiting and running tasks before the
+            async ones are cancelled and every unfinished task is logged by name.
+        max_running: How many requests' async tasks may run at once on the event loop.
+        max_waiting: How many requests' task lists may wait for a running slot or a worker
+            thread. When it is reached, handing off waits (the request's ASGI call returns
+            later, so the server slows its clients down).
+        handoff_timeout: Seconds a hand-off waits for room when `max_waiting` is reached; then
+            the request's tasks are logged by name at ERROR as not run.
+        workers: Worker threads for sync tasks: at most this many sync tasks run at once.
+        run_when: `"success"` (default): run when the response was completed with a status
+            below 400. `"completed"`: after any completed response. `"always"`: also when the
+            app raised or the response was not completed. Tasks that do not run are logged by
+            name at INFO (or WARNING when the app raised an unexpected exception).
+        collector: Makes each request's collector, e.g. `lambda: BackgroundTasks(on_error=report)`
+            or a `BackgroundTasks` subclass.
+
+    Raises:
+        ValueError: an option is out of range.
+    """
+
+    def __init__(
+        self,
+        app: AnyASGIApp,
+        *,
+        drain_timeout: float = 30.0,
+        max_running: int = 100,
+        max_waiting: int = 10_000,
+        handoff_timeout: float = 5.0,
+        workers: int = 16,
+        run_when: RunWhen = "success",
+        collector: Callable[[], BackgroundTasks] = BackgroundTasks,
+    ) -> None:
+        _check_count("max_running", max_running)
+        _check_count("max_waiting", max_waiting)
+        _check_count("workers", workers)
+        _check_seconds("drain_timeout", drain_timeout)
+        _check_seconds("handoff_timeout", handoff_timeout)
+        if run_when not in _RUN_WHEN:
+            raise ValueError(
+                f"run_when must be one of 'success', 'completed' or 'always', got {run_when!r}."
+            )
+        if not callable(collector):
+            raise TypeError(
+                f"collector must be a callable that returns an afterward.BackgroundTasks, "
+                f"such as the class itself, got {collector!r}."
+            )
+        self.app: ASGIApp = app
+        self.drain_timeout = drain_timeout
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.handoff_timeout = handoff_timeout
+        self.workers = workers
+        self.run_when = run_when
+        self.collector = collector
+        self.supervisor: Supervisor | None = None
+        self._warned_inline = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            await self._request(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slot = RequestSlot(self.collector, "BackgroundTasksMiddleware", detached=True)
+        watch = _ResponseWatch(send, scope["type"] == "websocket")
+        token = request_slot.set(slot)
+        try:
+            await self.app(scope, receive, watch.send)
+        except BaseException as exc:
+            collector = slot.tasks
+            if collector is not None:
+                if self.run_when == "always" and isinstance(exc, Exception):
+                    await self._hand_off(collector)
+                else:
+                    log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
+            raise
+        finally:
+            request_slot.reset(token)
+        collector = slot.tasks
+        if collector is None or not collector.has_pending():
+            return
+        reason = self._reason_not_to_run(watch)
+        if reason is not None:
+            log_not_run(collector, reason, logging.INFO)
+            return
+        await self._hand_off(collector)
+
+    def _reason_not_to_run(self, watch: _ResponseWatch) -> str | None:
+        if self.run_when == "always":
+            return None
+        if not watch.completed:
+            return "the response was not completed (the client went away)"
+        if self.run_when == "success" and watch.status >= 400:
+            return f"the response status was {watch.status} (run_when='success' needs < 400)"
+        return None
+
+    async def _hand_off(self, collector: BackgroundTasks) -> None:
+        supervisor = self.supervisor
+        if supervisor is not None and supervisor.running:
+            await supervisor.submit(collector)
+            return
+        if not self._warned_inline:
+            self._warned_inline = True
+            logger.warning(
+                "BackgroundTasksMiddleware has no running supervisor, because the server sent no "
+                "lifespan startup (or the app is shutting down): tasks run inline after each "
+                "response, and the request's ASGI call waits for them. Run the server with "
+                "lifespan enabled (uvicorn's default --lifespan auto does) to run them detached."
+            )
+        await collector()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        supervisor = Supervisor(
+            max_running=self.max_running,
+            max_waiting=self.max_waiting,
+            workers=self.workers,
+            drain_timeout=self.drain_timeout,
+            handoff_timeout=self.handoff_timeout,
+        )
+        self.supervisor = supervisor
+        lifespan = _Lifespan(
+            supervisor, receive, send, lambda: _check_app(scope.get("app"), self.app)
+        )
+        async with supervisor.serving():
+            try:
+                await self.app(scope, lifespan.receive, lifespan.send)
+            except BaseException:
+                if lifespan.inner_received:
+                    raise  # the app speaks lifespan and its startup or shutdown failed
+                # The app does not speak lifespan (it raised before reading anything): answer the
+                # server ourselves, so the supervisor still starts and drains.
+                await lifespan.answer_alone()
+                return
+            if not lifespan.shutdown_sent:
+                await lifespan.answer_alone()
+
+
+class _ResponseWatch:
+    """Wraps `send` to see the response's status and whether its final message went out."""
+
+    __slots__ = ("completed", "send", "status", "websocket")
+
+    def __init__(self, send: Send, websocket: bool) -> None:
+        self.status = 0
+        # A websocket session has no response to complete: its tasks run when the app returns.
+        self.completed = websocket
+        self.websocket = websocket
+
+        async def watched(message: Message) -> None:
+            await send(message)
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.status = message["status"]
+            elif (kind in _FINAL_BODY and not message.get("more_body")) or kind == _PATHSEND:
+                self.completed = True
+            elif kind == "websocket.http.response.start":  # a websocket denial response
+                self.status = message["status"]
+
+        self.send = watched
+
+
+class _Lifespan:
+    """The middleware's side of one lifespan: drain before the app hears of shutdown."""
+
+    def __init__(
+        self, supervisor: Supervisor, receive: Receive, send: Send, check: Callable[[], None]
+    ) -> None:
+        self.supervisor = supervisor
+        self._check = check
+        self._receive = receive
+        self._send = send
+        self.inner_received = False
+        self.startup_answered = False
+        self.shutdown_sent = False
+
+    async def receive(self) -> Message:
+        self.inner_received = True
+        message = await self._receive()
+        if message["type"] == "lifespan.shutdown":
+            await self.supervisor.drain()
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._check()
+        if kind.startswith("lifespan.startup."):
+            self.startup_answered = True
+        elif kind.startswith("lifespan.shutdown."):
+            self.shutdown_sent = True
+        await self._send(message)
+
+    async def answer_alone(self) -> None:
+        """Speak the lifespan protocol for an app that does not."""
+        if not self.startup_answered:
+            if not self.inner_received:
+                message = await self._receive()
+                if message["type"] != "lifespan.startup":
+                    raise RuntimeError(f"Expected lifespan.startup, got {message['type']!r}.")
+            await self.send({"type": "lifespan.startup.complete"})
+        while not self.shutdown_sent:
+            message = await self._receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.supervisor.drain()
+                await self.send({"type": "lifespan.shutdown.complete"})
+
+
+def _check_app(*candidates: object) -> None:
+    """Run the startup checks that apply to the app (today: FastAPI's silent opt-out)."""
+    fastapi = sys.modules.get("fastapi")
+    if fastapi is None:
+        return
+    for app in candidates:
+        if isinstance(app, fastapi.FastAPI):
+            # The one place an entry point reaches up to an integration: only for a FastAPI app,
+            # which has FastAPI imported already.
+            from .fastapi import check_app
+
+            check_app(app)
+            return
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}.")
