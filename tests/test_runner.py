@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import afterward
+import afterward._hop
 from afterward import BackgroundTask, BackgroundTasks
 from helpers import wait_until_a_task_waits_for
 
@@ -71,20 +72,20 @@ def record() -> Record:
 
 @pytest.fixture
 def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Count `anyio.to_thread.run_sync` calls; each item is the limiter the call was given.
+    """Count thread hops (`afterward._hop.run_sync` calls); each item is the limiter the call was given.
 
     On asyncio the limiter is passed through a view that skips an extra event-loop turn
     (`afterward._anyio_seam.prompt_limiter`); the item is then the limiter it stands for.
     """
     calls: list[Any] = []
-    real_run_sync = anyio.to_thread.run_sync
+    real_run_sync = afterward._hop.run_sync
 
     async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         limiter = kwargs.get("limiter")
         calls.append(getattr(limiter, "limiter", limiter))
         return await real_run_sync(func, *args, **kwargs)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
+    monkeypatch.setattr(afterward._hop, "run_sync", counting_run_sync)
     return calls
 
 

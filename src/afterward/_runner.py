@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from anyio import from_thread, to_thread
+from anyio import from_thread
+
+from . import _hop as hop
 
 from ._call import Call
 from ._limiter import task_hop_limiter
@@ -106,7 +108,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await _report_failure(collector, entry, exc)
             else:
                 running, waiting = None, entry
-                stopped = await to_thread.run_sync(
+                stopped = await hop.run_sync(
                     run_sync_batch, collector, entry, limiter=task_hop_limiter(collector.limiter)
                 )
                 waiting = None
@@ -152,9 +154,7 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
         if suspended is not None:
             await _resume(*suspended)
         return
-    (result,) = await to_thread.run_sync(
-        _call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter)
-    )
+    (result,) = await hop.run_sync(_call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter))
     if result is not None and inspect.isawaitable(result):
         await _in_context(context, result)
 

@@ -1,0 +1,224 @@
+"""The thread hop of inline sync tasks: afterward's own worker threads on asyncio.
+
+`anyio.to_thread.run_sync` pays, per hop, a checkpoint (one more event-loop turn), a cancel scope,
+two `RunVar` lookups and a per-thread queue. On asyncio the inline path hops instead to a
+module-level `WorkerPool` and awaits a bare asyncio future that the worker completes with
+`call_soon_threadsafe`, keeping afterward's semantics:
+
+- Thread limit: a token of the limiter (the collector's, else afterward's default) is held from
+  before the job is queued until its result is back, as `to_thread.run_sync` does. The pool starts
+  a thread only when more jobs are queued than threads are idle, so the threads busy at once never
+  exceed the tokens held; `POOL_SIZE` is only a ceiling far above any limiter's size.
+- Cancellation, as AnyIO's: a cancel that finds the job not started yet takes it back (nothing
+  ran); once started, the host task waits for the thread (shielded), the batch sees the cancel
+  between tasks (`from_thread.check_cancelled()` reads the host's cancel scope, as in AnyIO's
+  threads), the outcome is handed back, and the cancellation is raised at the next await. A
+  cancel scope already cancelled before the hop stops it before anything is queued.
+- A sync task can still call `anyio.from_thread.run*` and `from_thread.check_cancelled()`: the
+  worker is claimed for the loop the way AnyIO claims its own threads (the one reliance on AnyIO's
+  inside here, pinned by `tests/test_hop.py`).
+
+Under trio, `run_sync` is AnyIO's `to_thread.run_sync`, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from anyio import CancelScope, current_effective_deadline, to_thread
+from anyio._backends._asyncio import AsyncIOBackend, _task_states
+from anyio._core._eventloop import threadlocals
+from anyio.lowlevel import EventLoopToken, checkpoint
+
+from ._anyio_seam import on_asyncio
+from ._workers import WorkerPool
+
+if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+
+__all__ = ["POOL_SIZE", "HopJob", "current_job", "run_sync", "worker_pool"]
+
+T = TypeVar("T")
+
+POOL_SIZE = 1024
+"""The most worker threads of the pool; the limiters bound how many are busy at once."""
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()  # `.job`: the HopJob this worker thread runs now
+
+
+def worker_pool() -> WorkerPool:
+    """Return the process's pool of worker threads for inline hops, started on first use."""
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = WorkerPool(POOL_SIZE, name="afterward-hop")
+            pool = _pool
+    return pool
+
+
+def current_job() -> HopJob[Any] | None:
+    """Return the hop job this thread runs, or None outside of afterward's hop threads."""
+    job: HopJob[Any] | None = getattr(_local, "job", None)
+    return job
+
+
+class HopJob(Generic[T]):
+    """One function call handed to a worker thread, and its way back to the loop."""
+
+    __slots__ = ("_gate", "_outcome", "args", "cancel_requested", "finished", "func", "loop", "scope",
+                 "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], args: Any) -> None:
+        self.loop = loop
+        self.func = func
+        self.args = args
+        self._gate = [True]  # popped once, by the worker (start) or the loop (take back): atomic
+        self._outcome: tuple[bool, Any] | None = None  # (raised, result or exception)
+        self.finished = False  # set on the loop thread, once the outcome is there
+        self.cancel_requested = False
+        self.waiter: asyncio.Future[None] = loop.create_future()
+        # The host task's AnyIO cancel scope, read from the thread by `check_cancelled()`, as
+        # AnyIO's own workers do: a cancel is seen there at once, not a loop turn later.
+        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+        self.scope: object = None if state is None else state.cancel_scope
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+    def cancelled(self) -> bool:
+        """Whether the host task was cancelled: a batch checks this between its tasks."""
+        if self.cancel_requested:
+            return True
+        scope: Any = self.scope
+        while scope is not None:  # AnyIO's `check_cancelled`, on the host's scope chain
+            if scope.cancel_called:
+                return True
+            if scope.shield:
+                return False
+            scope = scope._parent_scope
+        return False
+
+    def take_back(self) -> bool:
+        """On the loop: withdraw the job if no worker has started it; return whether it was."""
+        try:
+            self._gate.pop()
+        except IndexError:
+            return False
+        return True
+
+    def run(self) -> None:
+        """In a worker thread: run the call unless it was taken back, then wake the loop."""
+        try:
+            self._gate.pop()
+        except IndexError:
+            return  # taken back by a cancelled host task: nothing to run, nothing to report
+        _local.job = self
+        threadlocals.current_token = EventLoopToken(AsyncIOBackend, self.loop)
+        threadlocals.current_cancel_scope = _CancelView(self)
+        try:
+            self._outcome = (False, self.func(*self.args))
+        except BaseException as exc:
+            self._outcome = (True, exc)
+        finally:
+            del threadlocals.current_token, threadlocals.current_cancel_scope
+            _local.job = None
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop has closed: no one waits any more
+            pass
+
+    def _wake(self) -> None:
+        self.finished = True
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def result(self) -> T:
+        assert self._outcome is not None
+        raised, value = self._outcome
+        self._outcome = None  # no reference cycle through a traceback
+        if raised:
+            raise value
+        result: T = value
+        return result
+
+
+class _CancelView:
+    """What `anyio.from_thread.check_cancelled()` reads in a worker thread, for a hop job."""
+
+    __slots__ = ("_job",)
+    shield = False
+    _parent_scope = None
+
+    def __init__(self, job: HopJob[Any]) -> None:
+        self._job = job
+
+    @property
+    def cancel_called(self) -> bool:
+        return self._job.cancelled()
+
+
+async def run_sync(
+    func: Callable[..., T], *args: Any, limiter: CapacityLimiter
+) -> T:
+    """Call `func(*args)` in a worker thread under a token of `limiter`; return what it returns.
+
+    On asyncio, in afterward's worker threads (see the module's docstring); `current_job()` in
+    the thread tells `func` whether its host task was cancelled. Elsewhere (trio),
+    `anyio.to_thread.run_sync`.
+    """
+    if not on_asyncio():
+        return await to_thread.run_sync(func, *args, limiter=limiter)
+    loop = asyncio.get_running_loop()
+    deadline = current_effective_deadline()
+    if deadline != math.inf and deadline <= loop.time():  # a cancel scope cancelled already
+        await checkpoint()  # raises here, before anything is queued, as AnyIO's hop would
+    async with limiter:
+        job: HopJob[T] = HopJob(loop, func, args)
+        worker_pool().submit(job)
+        try:
+            await job.waiter
+        except asyncio.CancelledError:
+            if job.take_back():
+                raise  # no worker started it: nothing ran
+            job.cancel_requested = True  # a batch stops before its next task
+            await _wait_shielded(job)
+            _cancel_again()
+        # Once started, the outcome is handed back, as AnyIO's shielded hop does: the caller
+        # learns which task stopped the run; the cancellation is raised at its next await.
+        return job.result()
+
+
+def _cancel_again() -> None:
+    """Re-arm a cancellation absorbed while a started job finished."""
+    if current_effective_deadline() == -math.inf:
+        return  # an AnyIO cancel scope: AnyIO delivers it again at the next await
+    task = asyncio.current_task()
+    assert task is not None
+    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11 counts cancel requests
+    if uncancel is not None:
+        uncancel()
+    task.cancel()
+
+
+async def _wait_shielded(job: HopJob[Any]) -> None:
+    """Wait for a started job after the host task was cancelled: a thread cannot be stopped.
+
+    The shielded scope keeps AnyIO from re-delivering the cancellation on every loop turn; a
+    native `Task.cancel()` is absorbed by waiting again on a fresh future.
+    """
+    with CancelScope(shield=True):
+        while not job.finished:
+            job.waiter = job.loop.create_future()
+            try:
+                await job.waiter
+            except asyncio.CancelledError:
+                pass
