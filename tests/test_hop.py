@@ -35,11 +35,16 @@ async def test_returns_what_the_function_returns_in_a_worker_thread(
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio's thread cache is trio's own
-async def test_consecutive_hops_reuse_a_worker_thread() -> None:
+async def test_consecutive_hops_reuse_the_worker_threads() -> None:
+    def hop_threads() -> int:
+        return sum(t.name.startswith("afterward-hop") for t in threading.enumerate())
+
     limiter = anyio.CapacityLimiter(1)
-    first = await run_sync(threading.get_ident, limiter=limiter)
-    second = await run_sync(threading.get_ident, limiter=limiter)
-    assert first == second
+    await run_sync(threading.get_ident, limiter=limiter)
+    before = hop_threads()
+    idents = {await run_sync(threading.get_ident, limiter=limiter) for _ in range(20)}
+    assert hop_threads() == before  # no thread started per hop
+    assert len(idents) <= before
 
 
 async def test_a_raised_exception_reaches_the_caller() -> None:

@@ -24,6 +24,7 @@ Under trio, `run_sync` is AnyIO's `to_thread.run_sync`, unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -73,8 +74,17 @@ def current_job() -> HopJob[Any] | None:
 class HopJob(Generic[T]):
     """One function call handed to a worker thread, and its way back to the loop."""
 
-    __slots__ = ("_gate", "_outcome", "args", "cancel_requested", "finished", "func", "loop", "scope",
-                 "waiter")
+    __slots__ = (
+        "_gate",
+        "_outcome",
+        "args",
+        "cancel_requested",
+        "finished",
+        "func",
+        "loop",
+        "scope",
+        "waiter",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], args: Any) -> None:
         self.loop = loop
@@ -131,10 +141,8 @@ class HopJob(Generic[T]):
         finally:
             del threadlocals.current_token, threadlocals.current_cancel_scope
             _local.job = None
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits any more
             self.loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:  # the loop has closed: no one waits any more
-            pass
 
     def _wake(self) -> None:
         self.finished = True
@@ -166,9 +174,7 @@ class _CancelView:
         return self._job.cancelled()
 
 
-async def run_sync(
-    func: Callable[..., T], *args: Any, limiter: CapacityLimiter
-) -> T:
+async def run_sync(func: Callable[..., T], *args: Any, limiter: CapacityLimiter) -> T:
     """Call `func(*args)` in a worker thread under a token of `limiter`; return what it returns.
 
     On asyncio, in afterward's worker threads (see the module's docstring); `current_job()` in
@@ -218,7 +224,5 @@ async def _wait_shielded(job: HopJob[Any]) -> None:
     with CancelScope(shield=True):
         while not job.finished:
             job.waiter = job.loop.create_future()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await job.waiter
-            except asyncio.CancelledError:
-                pass

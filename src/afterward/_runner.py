@@ -154,7 +154,9 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
         if suspended is not None:
             await _resume(*suspended)
         return
-    (result,) = await hop.run_sync(_call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter))
+    (result,) = await hop.run_sync(
+        _call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter)
+    )
     if result is not None and inspect.isawaitable(result):
         await _in_context(context, result)
 
