@@ -72,7 +72,7 @@ def record() -> Record:
 
 @pytest.fixture
 def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Count thread hops (`afterward._hop.run_sync` calls); each item is the limiter the call was given.
+    """Count thread hops (`afterward._hop.run_sync`); each item is the limiter it was given.
 
     On asyncio the limiter is passed through a view that skips an extra event-loop turn
     (`afterward._anyio_seam.prompt_limiter`); the item is then the limiter it stands for.

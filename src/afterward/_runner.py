@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from anyio import from_thread
 
 from . import _hop as hop
-
 from ._call import Call
 from ._limiter import task_hop_limiter
 from ._report import entry_name, logger, names
