@@ -12,18 +12,44 @@ release of AnyIO or trio that changes one fails those tests rather than a user's
   that takes a free token at once, skipping the second event-loop turn of `limiter.acquire()`.
   Each backend uses the limiter through a different method (asyncio's as an async context
   manager, trio's through `acquire_on_behalf_of`), so there is one view per backend.
+- For the inline hop to afterward's own worker threads (`_hop.py`, asyncio only):
+  `host_cancel_scope()` reads the current task's AnyIO cancel scope, `scope_cancelled(scope)`
+  checks its chain as `from_thread.check_cancelled()` does, and `claimed_for(loop, scope)` makes a
+  thread of ours look like one of AnyIO's to `anyio.from_thread`. These need AnyIO >= 4.11
+  (`EventLoopToken`); with an older AnyIO `OWN_THREAD_HOPS` is False and the hop is AnyIO's
+  `to_thread.run_sync`, unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from asyncio import events
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
 
 from anyio import CapacityLimiter, WouldBlock
 
-__all__ = ["current_loop", "on_asyncio", "prompt_limiter"]
+try:
+    from anyio._backends._asyncio import AsyncIOBackend, _task_states
+    from anyio._core._eventloop import threadlocals
+    from anyio.lowlevel import EventLoopToken
+except ImportError:  # an AnyIO older than 4.11: the hop stays AnyIO's
+    OWN_THREAD_HOPS = False
+else:
+    OWN_THREAD_HOPS = True
+
+__all__ = [
+    "OWN_THREAD_HOPS",
+    "claimed_for",
+    "current_loop",
+    "host_cancel_scope",
+    "on_asyncio",
+    "prompt_limiter",
+    "scope_cancelled",
+]
 
 
 def current_loop() -> object | None:
@@ -103,3 +129,31 @@ def _trio_would_block() -> tuple[type[Exception], ...]:
     # Only asked under trio, so trio is imported already.
     trio: Any = sys.modules["trio"]
     return (WouldBlock, trio.WouldBlock)
+
+
+def host_cancel_scope() -> object | None:
+    """Return the AnyIO cancel scope of the running asyncio task, or None if it has none."""
+    state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
+    return None if state is None else state.cancel_scope
+
+
+def scope_cancelled(scope: Any) -> bool:
+    """Whether `scope` or an unshielded scope around it was cancelled (AnyIO's own check)."""
+    while scope is not None:
+        if scope.cancel_called:
+            return True
+        if scope.shield:
+            return False
+        scope = scope._parent_scope
+    return False
+
+
+@contextmanager
+def claimed_for(loop: asyncio.AbstractEventLoop, cancel_scope: object) -> Iterator[None]:
+    """In a thread of ours: let `anyio.from_thread` find `loop` and `cancel_scope` while inside."""
+    threadlocals.current_token = EventLoopToken(AsyncIOBackend, loop)
+    threadlocals.current_cancel_scope = cancel_scope
+    try:
+        yield
+    finally:
+        del threadlocals.current_token, threadlocals.current_cancel_scope

@@ -31,11 +31,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from anyio import CancelScope, current_effective_deadline, to_thread
-from anyio._backends._asyncio import AsyncIOBackend, _task_states
-from anyio._core._eventloop import threadlocals
-from anyio.lowlevel import EventLoopToken, checkpoint
+from anyio.lowlevel import checkpoint
 
-from ._anyio_seam import on_asyncio
+from ._anyio_seam import (
+    OWN_THREAD_HOPS,
+    claimed_for,
+    host_cancel_scope,
+    on_asyncio,
+    scope_cancelled,
+)
 from ._workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -97,8 +101,7 @@ class HopJob(Generic[T]):
         self.waiter: asyncio.Future[None] = loop.create_future()
         # The host task's AnyIO cancel scope, read from the thread by `check_cancelled()`, as
         # AnyIO's own workers do: a cancel is seen there at once, not a loop turn later.
-        state = _task_states.get(asyncio.current_task())  # type: ignore[arg-type]
-        self.scope: object = None if state is None else state.cancel_scope
+        self.scope: object = host_cancel_scope()
 
     @property
     def name(self) -> str:
@@ -106,16 +109,7 @@ class HopJob(Generic[T]):
 
     def cancelled(self) -> bool:
         """Whether the host task was cancelled: a batch checks this between its tasks."""
-        if self.cancel_requested:
-            return True
-        scope: Any = self.scope
-        while scope is not None:  # AnyIO's `check_cancelled`, on the host's scope chain
-            if scope.cancel_called:
-                return True
-            if scope.shield:
-                return False
-            scope = scope._parent_scope
-        return False
+        return self.cancel_requested or scope_cancelled(self.scope)
 
     def take_back(self) -> bool:
         """On the loop: withdraw the job if no worker has started it; return whether it was."""
@@ -132,14 +126,12 @@ class HopJob(Generic[T]):
         except IndexError:
             return  # taken back by a cancelled host task: nothing to run, nothing to report
         _local.job = self
-        threadlocals.current_token = EventLoopToken(AsyncIOBackend, self.loop)
-        threadlocals.current_cancel_scope = _CancelView(self)
         try:
-            self._outcome = (False, self.func(*self.args))
+            with claimed_for(self.loop, _CancelView(self)):
+                self._outcome = (False, self.func(*self.args))
         except BaseException as exc:
             self._outcome = (True, exc)
         finally:
-            del threadlocals.current_token, threadlocals.current_cancel_scope
             _local.job = None
         with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits any more
             self.loop.call_soon_threadsafe(self._wake)
@@ -181,7 +173,7 @@ async def run_sync(func: Callable[..., T], *args: Any, limiter: CapacityLimiter)
     the thread tells `func` whether its host task was cancelled. Elsewhere (trio),
     `anyio.to_thread.run_sync`.
     """
-    if not on_asyncio():
+    if not OWN_THREAD_HOPS or not on_asyncio():
         return await to_thread.run_sync(func, *args, limiter=limiter)
     loop = asyncio.get_running_loop()
     deadline = current_effective_deadline()
