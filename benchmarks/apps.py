@@ -8,7 +8,11 @@ Every app serves `POST /send-notification/{email}` (the seed's route), answers 2
 - `afterward`: the endpoint written as a typed function and wrapped with `afterward.inject`;
 - `fastapi`: the FastAPI path operation with `fastapi.BackgroundTasks`, in a default `FastAPI()`;
 - `bare`: a plain ASGI callable doing the same work by hand (async tasks awaited in turn, sync
-  tasks in one thread hop) -- a floor for context, with no target.
+  tasks in one thread hop) -- a floor for context, with no target;
+- `afterward detached`: the `afterward` app under `afterward.BackgroundTasksMiddleware`, so its
+  tasks run detached, in the middleware's supervisor (in every scenario);
+- `current_tasks detached`: a plain Starlette endpoint queueing its task on `current_tasks()`,
+  under the middleware (one sync task only).
 
 The tasks append to `EXECUTED` instead of writing `log.txt`, so file I/O does not drown the
 differences being measured; the harness counts what they appended.
@@ -33,12 +37,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from afterward import BackgroundTasks, Depends, inject
+from afterward import BackgroundTasks, BackgroundTasksMiddleware, Depends, current_tasks, inject
 
 from .harness import HttpRequest, Scenario
 from .results import Target
 
-__all__ = ["EMAIL", "EXECUTED", "QUERY", "REQUEST", "VARIANTS", "scenarios"]
+__all__ = ["DETACHED_VARIANTS", "EMAIL", "EXECUTED", "QUERY", "REQUEST", "VARIANTS", "scenarios"]
 
 PATH = "/send-notification/{email}"
 EMAIL = "alice@example.com"
@@ -49,6 +53,11 @@ REQUEST = HttpRequest("POST", f"/send-notification/{EMAIL}", f"q={QUERY}".encode
 BODY = {"message": "Message sent"}
 EXPECTED_BODY = b'{"message":"Message sent"}'
 VARIANTS = ("starlette", "afterward", "fastapi", "bare")
+"""The inline variants, in every scenario and in this order."""
+DETACHED = "afterward detached"
+CURRENT_TASKS = "current_tasks detached"
+DETACHED_VARIANTS = (DETACHED, CURRENT_TASKS)
+"""The detached variants (under `BackgroundTasksMiddleware`), after the inline ones."""
 
 EXECUTED: list[str] = []
 """What the tasks did: each appends its message here."""
@@ -128,6 +137,18 @@ def afterward_tasks_app(task: Task, count: int) -> ASGIApp:
         return BODY
 
     return Starlette(routes=[Route(PATH, inject(send_notification), methods=["POST"])])
+
+
+async def _current_tasks_sync(request: Request) -> Response:
+    """A plain Starlette endpoint queueing one sync task on the middleware's collector."""
+    email = request.path_params["email"]
+    current_tasks().add_task(record_sync, f"message to {email}\n")
+    return JSONResponse(BODY)
+
+
+def detached(app: ASGIApp) -> BackgroundTasksMiddleware:
+    """Return `app` under `BackgroundTasksMiddleware` with its defaults (as a user installs it)."""
+    return BackgroundTasksMiddleware(app)
 
 
 def fastapi_tasks_app(task: Task, count: int) -> ASGIApp:
@@ -282,20 +303,27 @@ async def _send_json(send: Send, content: object) -> None:
 def _tasks_scenario(
     name: str, task: Task, count: int, requests: int, targets: tuple[Target, ...]
 ) -> Scenario:
+    apps: dict[str, ASGIApp] = {
+        "starlette": starlette_tasks_app(task, count),
+        "afterward": afterward_tasks_app(task, count),
+        "fastapi": fastapi_tasks_app(task, count),
+        "bare": bare_tasks_app(task, count),
+        DETACHED: detached(afterward_tasks_app(task, count)),
+    }
+    if task is record_sync and count == 1:
+        apps[CURRENT_TASKS] = detached(
+            Starlette(routes=[Route(PATH, _current_tasks_sync, methods=["POST"])])
+        )
     return Scenario(
         name=name,
-        apps={
-            "starlette": starlette_tasks_app(task, count),
-            "afterward": afterward_tasks_app(task, count),
-            "fastapi": fastapi_tasks_app(task, count),
-            "bare": bare_tasks_app(task, count),
-        },
+        apps=apps,
         request=REQUEST,
         expected_body=EXPECTED_BODY,
         messages=(f"message to {EMAIL}\n",) * count,
         executed=EXECUTED,
         requests=requests,
         targets=targets,
+        detached=frozenset(apps) & frozenset(DETACHED_VARIANTS),
     )
 
 
@@ -303,7 +331,9 @@ def scenarios() -> list[Scenario]:
     """Return the benchmark's scenarios with their targets, apps built afresh.
 
     The targets are afterward 0.1's, raised to 1.0x Starlette for no task and for async tasks
-    by 0.1.1 (issue 5, part 6).
+    by 0.1.1 (issue 5, part 6). The detached variants (0.2, issue 6) have one: with no task, the
+    middleware costs at most 5 % against the same `inject` app without it. Their speed with
+    tasks is judged end to end through uvicorn (`e2e.py`), not here.
 
     Requests per round are sized so that one turn of the interleaving (a round of each variant)
     takes about 0.1 s: short rounds, many of them, give the steadiest ratios.
@@ -318,13 +348,17 @@ def scenarios() -> list[Scenario]:
                 ),
                 "fastapi": _no_task_fastapi(),
                 "bare": _no_task_bare,
+                DETACHED: detached(
+                    Starlette(routes=[Route(PATH, inject(_no_task_afterward), methods=["POST"])])
+                ),
             },
             request=REQUEST,
             expected_body=EXPECTED_BODY,
             messages=(),
             executed=EXECUTED,
             requests=600,
-            targets=(Target("afterward", "starlette", 1.0),),
+            targets=(Target("afterward", "starlette", 1.0), Target(DETACHED, "afterward", 0.95)),
+            detached=frozenset({DETACHED}),
         ),
         _tasks_scenario(
             "1 async task",
@@ -365,6 +399,9 @@ def scenarios() -> list[Scenario]:
                 ),
                 "fastapi": _fastapi_seed_app(),
                 "bare": _bare_seed_app,
+                DETACHED: detached(
+                    Starlette(routes=[Route(PATH, inject(send_notification), methods=["POST"])])
+                ),
             },
             request=REQUEST,
             expected_body=EXPECTED_BODY,
@@ -372,5 +409,6 @@ def scenarios() -> list[Scenario]:
             executed=EXECUTED,
             requests=150,
             targets=(Target("afterward", "starlette", 1.0), Target("afterward", "fastapi", 2.0)),
+            detached=frozenset({DETACHED}),
         ),
     ]

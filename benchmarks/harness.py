@@ -14,22 +14,41 @@ is not collected on another's time. `benchmarks/README.md` says what each way me
 
 Nothing is taken on trust. After every request the harness checks the status and the exact body,
 that the tasks had not run yet when the final body message was sent (they run after the response),
-and that all of them had run when the ASGI call returned (they run inline, inside the call, in all
-the variants compared). After every round it checks that the tasks recorded exactly the expected
-messages, in order, once per request. Any deviation raises `BenchmarkError`.
+and that all of them had run when the ASGI call returned (inline variants run them inside the
+call). After every round it checks that the tasks recorded exactly the expected messages, in
+order, once per request. Any deviation raises `BenchmarkError`.
+
+Detached variants (`Scenario.detached`) are apps under `afterward.BackgroundTasksMiddleware`: their
+tasks run after the ASGI call has returned, in the middleware's supervisor, which runs only while
+the app's lifespan does. `serving` runs the lifespan of each for the whole measurement, as a server
+would; each of their rounds ends with `await supervisor.wait_idle()` inside the timed region, so
+the round's time includes running its tasks, and every task is counted before the next round. For
+them the per-request check is that none of the request's tasks had run when its body was sent;
+the count after the round is the same, but as a multiset: the tasks of different requests may run
+interleaved (in worker threads, or as concurrent async runs).
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.types import ASGIApp, Message, Scope
 
+from afterward import BackgroundTasksMiddleware
+
 from .results import ScenarioResult, Target
+
+if TYPE_CHECKING:
+    from afterward._supervisor import Supervisor
 
 __all__ = [
     "BenchmarkError",
@@ -39,6 +58,7 @@ __all__ = [
     "measure_round",
     "run_benchmark",
     "run_scenario",
+    "serving",
 ]
 
 
@@ -68,6 +88,8 @@ class Scenario:
         executed: The list every task of this scenario appends to.
         requests: Requests per round.
         targets: The targets checked on this scenario's results.
+        detached: The variants whose app is a `BackgroundTasksMiddleware`, measured with their
+            lifespan running and their tasks run detached (see the module's docstring).
     """
 
     name: str
@@ -78,6 +100,22 @@ class Scenario:
     executed: list[str]
     requests: int
     targets: tuple[Target, ...] = ()
+    detached: frozenset[str] = field(default_factory=frozenset)
+
+    def middleware(self, variant: str) -> BackgroundTasksMiddleware:
+        """Return the middleware of the detached `variant`.
+
+        Raises:
+            TypeError: the variant's app is not a `BackgroundTasksMiddleware`.
+        """
+        app = self.apps[variant]
+        if not isinstance(app, BackgroundTasksMiddleware):
+            raise TypeError(
+                f"{self.name} / {variant} is listed as detached, so its app must be an "
+                f"afterward.BackgroundTasksMiddleware, got {app!r}; wrap it, or leave it out of "
+                f"`detached`."
+            )
+        return app
 
 
 def make_scope(request: HttpRequest) -> Scope:
@@ -139,6 +177,9 @@ async def measure_round(
 ) -> float:
     """Send `requests` requests to one variant; return requests/s after checking every task ran.
 
+    A detached variant must be served (see `serving`): the round then ends, inside the timed
+    region, once its supervisor is idle, and its tasks are counted after that.
+
     Args:
         scenario: The scenario.
         variant: Which of its apps to call.
@@ -147,9 +188,12 @@ async def measure_round(
             garbage is not collected (and paid for) during this one.
 
     Raises:
-        BenchmarkError: a response or a task count was wrong.
+        BenchmarkError: a response or a task count was wrong, or a detached variant's lifespan
+            is not running (its tasks would run inline).
     """
     app = scenario.apps[variant]
+    detached = variant in scenario.detached
+    supervisor = _running_supervisor(scenario, variant) if detached else None
     template = make_scope(scenario.request)
     executed = scenario.executed
     expected_body = scenario.expected_body
@@ -166,18 +210,36 @@ async def measure_round(
         if (
             exchange.status != 200
             or exchange.body != expected_body
-            or exchange.tasks_done_at_body_end != done
-            or len(executed) != done + per_request
+            or exchange.tasks_done_at_body_end > done
+            # Inline, every earlier task and all of this request's have run by now; detached,
+            # they may still be waiting or running.
+            or (supervisor is None and exchange.tasks_done_at_body_end != done)
+            or (supervisor is None and len(executed) != done + per_request)
         ):
             raise BenchmarkError(_describe_failure(scenario, variant, exchange, done))
         done += per_request
+    if supervisor is not None:
+        await supervisor.wait_idle()  # timed: the round includes running its tasks
     elapsed = perf_counter() - start
-    if executed != list(scenario.messages) * requests:
+    expected = list(scenario.messages) * requests
+    if executed != expected if supervisor is None else Counter(executed) != Counter(expected):
         raise BenchmarkError(
             f"{scenario.name} / {variant}: the tasks of {requests} requests recorded "
-            f"{len(executed)} messages, not {requests} x {list(scenario.messages)} in order."
+            f"{len(executed)} messages, not {requests} x {list(scenario.messages)}"
+            + (" (in any order across requests)" if supervisor is not None else " in order")
+            + "."
         )
     return requests / elapsed
+
+
+def _running_supervisor(scenario: Scenario, variant: str) -> Supervisor:
+    supervisor = scenario.middleware(variant).supervisor
+    if supervisor is None or not supervisor.running:
+        raise BenchmarkError(
+            f"{scenario.name} / {variant} is detached but its lifespan is not running, so the "
+            f"middleware would run its tasks inline; measure it inside `serving(scenario)`."
+        )
+    return supervisor
 
 
 def _describe_failure(scenario: Scenario, variant: str, exchange: _Exchange, done: int) -> str:
@@ -187,7 +249,9 @@ def _describe_failure(scenario: Scenario, variant: str, exchange: _Exchange, don
             f"{where}: answered {exchange.status} {exchange.body!r}, expected 200 "
             f"{scenario.expected_body!r}."
         )
-    if exchange.tasks_done_at_body_end != done:
+    if exchange.tasks_done_at_body_end > done or (
+        variant not in scenario.detached and exchange.tasks_done_at_body_end != done
+    ):
         ran = exchange.tasks_done_at_body_end - done
         return f"{where}: {ran} task(s) ran before the response body was sent."
     ran = len(scenario.executed) - done
@@ -195,6 +259,74 @@ def _describe_failure(scenario: Scenario, variant: str, exchange: _Exchange, don
         f"{where}: {ran} of {len(scenario.messages)} task(s) had run when the ASGI call "
         f"returned; every task must have run by then."
     )
+
+
+@asynccontextmanager
+async def serving(scenario: Scenario) -> AsyncIterator[None]:
+    """Run the lifespan of every detached variant of `scenario` inside the block.
+
+    As a server does: `lifespan.startup` before the block (the middleware starts its supervisor),
+    `lifespan.shutdown` after it (the middleware drains the supervisor, then the app shuts down).
+
+    Raises:
+        BenchmarkError: an app did not complete its startup or shutdown.
+        TypeError: a detached variant is not under `BackgroundTasksMiddleware`.
+    """
+    variants = [variant for variant in scenario.apps if variant in scenario.detached]
+    for variant in variants:
+        scenario.middleware(variant)  # refuse a wrong app before anything starts
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        try:
+            async with AsyncExitStack() as stack:
+                for variant in variants:
+                    await stack.enter_async_context(
+                        _lifespan(group, scenario.apps[variant], f"{scenario.name} / {variant}")
+                    )
+                yield
+        except Exception as exc:
+            # Raised after the task group, not through it: callers catch a `BenchmarkError`,
+            # not an exception group around one.
+            failure = exc
+    if failure is not None:
+        raise failure
+
+
+@asynccontextmanager
+async def _lifespan(group: TaskGroup, app: ASGIApp, where: str) -> AsyncIterator[None]:
+    to_app, app_receives = anyio.create_memory_object_stream[Message](1)
+    app_sends, from_app = anyio.create_memory_object_stream[Message](1)
+    scope: Scope = {
+        "type": "lifespan",
+        "asgi": {"version": "3.0", "spec_version": "2.0"},
+        "state": {},
+    }
+
+    async def serve() -> None:
+        async with app_receives, app_sends:  # the app returning ends the stream: no hang
+            await app(scope, app_receives.receive, app_sends.send)
+
+    group.start_soon(serve)
+    async with to_app, from_app:
+        await to_app.send({"type": "lifespan.startup"})
+        await _expect(from_app, "lifespan.startup.complete", where)
+        try:
+            yield
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            await _expect(from_app, "lifespan.shutdown.complete", where)
+
+
+async def _expect(messages: MemoryObjectReceiveStream[Message], kind: str, where: str) -> None:
+    # A guard, not a wait: startup is immediate, and shutdown drains a supervisor that is
+    # already idle after every round (well within the middleware's drain_timeout).
+    with anyio.fail_after(60):
+        try:
+            message = await messages.receive()
+        except anyio.EndOfStream:
+            message = {"type": "the app returning without a word"}
+    if message["type"] != kind:
+        raise BenchmarkError(f"{where}: expected {kind}, got {message!r}.")
 
 
 async def run_scenario(
@@ -217,12 +349,29 @@ async def run_scenario(
             (`gc.freeze`) and collect garbage before each round (see `measure_round`). False:
             the collector runs when it would in a server, on whichever variant's time.
 
+    The lifespans of the detached variants run from before the warm-up to after the last round
+    (see `serving`).
+
     Raises:
         BenchmarkError: a response or a task count was wrong.
     """
     requests = max(1, round(scenario.requests * scale))
     variants = list(scenario.apps)
     rates: dict[str, list[float]] = {variant: [] for variant in variants}
+    async with serving(scenario):
+        await _measure_rounds(scenario, variants, rates, requests, rounds, warmup, control_gc)
+    return ScenarioResult(scenario.name, requests, rates, scenario.targets)
+
+
+async def _measure_rounds(
+    scenario: Scenario,
+    variants: list[str],
+    rates: dict[str, list[float]],
+    requests: int,
+    rounds: int,
+    warmup: bool,
+    control_gc: bool,
+) -> None:
     if warmup:
         for variant in variants:
             await measure_round(scenario, variant, requests, collect_garbage=control_gc)
@@ -243,7 +392,6 @@ async def run_scenario(
         if control_gc:
             gc.unfreeze()
         scenario.executed.clear()
-    return ScenarioResult(scenario.name, requests, rates, scenario.targets)
 
 
 def run_benchmark(

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from .apps import VARIANTS, scenarios
-from .harness import BenchmarkError, Scenario, measure_round, run_benchmark
+from .apps import DETACHED_VARIANTS, VARIANTS, scenarios
+from .harness import BenchmarkError, Scenario, measure_round, run_benchmark, serving
 from .results import MODES, Run
 
 __all__ = ["main", "measure", "pin_to_one_cpu", "profile", "select"]
@@ -89,10 +89,17 @@ def measure(
 
 
 def profile(backend: str, variant: str, *, scale: float, names: Sequence[str] | None) -> None:
-    """Print where `variant` spends its time in each scenario (the event loop's thread only)."""
-    if variant not in VARIANTS:
-        raise SystemExit(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
+    """Print where `variant` spends its time in each scenario that has it.
+
+    Only the event loop's thread is profiled: a detached variant's sync tasks, which run in the
+    middleware's worker threads, are not seen.
+    """
+    known = VARIANTS + DETACHED_VARIANTS
+    if variant not in known:
+        raise SystemExit(f"Unknown variant {variant!r}; choose from {', '.join(known)}.")
     for scenario in select(scenarios(), names):
+        if variant not in scenario.apps:
+            continue
         requests = max(1, round(scenario.requests * scale))
         profiler = cProfile.Profile()
         anyio.run(_profiled_round, profiler, scenario, variant, requests, backend=backend)
@@ -105,11 +112,12 @@ def profile(backend: str, variant: str, *, scale: float, names: Sequence[str] | 
 async def _profiled_round(
     profiler: cProfile.Profile, scenario: Scenario, variant: str, requests: int
 ) -> None:
-    await measure_round(scenario, variant, requests)  # warm up caches and threads
-    gc.collect()
-    profiler.enable()
-    await measure_round(scenario, variant, requests, collect_garbage=False)
-    profiler.disable()
+    async with serving(scenario):
+        await measure_round(scenario, variant, requests)  # warm up caches and threads
+        gc.collect()
+        profiler.enable()
+        await measure_round(scenario, variant, requests, collect_garbage=False)
+        profiler.disable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,14 +8,28 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .results import MODES, Outcome, Run, Summary
+from .results import MODES, Outcome, Run, Summary, summarize
 
-__all__ = ["MODE_LABELS", "describe_machine", "format_figures", "format_rates", "format_ratio"]
+__all__ = [
+    "MODE_LABELS",
+    "describe_machine",
+    "format_detached",
+    "format_figures",
+    "format_rates",
+    "format_ratio",
+]
 
 MODE_LABELS = {"pinned": "pinned+frozen", "plain": "plain"}
 PACKAGES = ("afterward", "starlette", "fastapi", "anyio", "trio")
 VARIANTS = ("starlette", "afterward", "fastapi", "bare")
 CONTEXT_RATIOS = (("afterward", "starlette"), ("afterward", "fastapi"), ("bare", "starlette"))
+DETACHED_VARIANTS = ("afterward detached", "current_tasks detached")
+DETACHED_RATIOS = (
+    ("afterward", "starlette", "inline/st"),
+    ("afterward detached", "starlette", "detached/st"),
+    ("current_tasks detached", "starlette", "current_tasks/st"),
+    ("afterward detached", "afterward", "detached/inline"),
+)
 
 
 def describe_machine() -> str:
@@ -60,13 +74,7 @@ def format_rates(runs: Sequence[Run]) -> str:
     for run in runs:
         for result in run.results:
             row = [run.backend, MODE_LABELS[run.mode], result.name, str(result.requests)]
-            for variant in VARIANTS:
-                if variant not in result.rates:
-                    row.append("-")
-                    continue
-                rate = result.rate(variant)
-                noise = (rate.high - rate.low) / 2 / rate.median
-                row.append(f"{rate.median:,.0f} ±{noise:.0%}")
+            row += [_rate(result.rates, variant) for variant in VARIANTS]
             for variant, baseline in CONTEXT_RATIOS:
                 if variant in result.rates and baseline in result.rates:
                     row.append(f"{result.ratio(variant, baseline).median:.2f}x")
@@ -77,6 +85,41 @@ def format_rates(runs: Sequence[Run]) -> str:
         "requests/s: median of the rounds ± half their interquartile range; ratios: median of\n"
         "the per-round ratios\n" + _table(rows)
     )
+
+
+def format_detached(runs: Sequence[Run]) -> str:
+    """Return, per run, the detached variants' requests/s and their ratios next to the inline one.
+
+    Empty when no scenario of the runs has a detached variant.
+    """
+    rows = [["backend", "mode", "scenario", "detached", "current_tasks"]]
+    rows[0] += [label for _, _, label in DETACHED_RATIOS]
+    for run in runs:
+        for result in run.results:
+            if not any(variant in result.rates for variant in DETACHED_VARIANTS):
+                continue
+            row = [run.backend, MODE_LABELS[run.mode], result.name]
+            row += [_rate(result.rates, variant) for variant in DETACHED_VARIANTS]
+            for variant, baseline, _ in DETACHED_RATIOS:
+                if variant in result.rates and baseline in result.rates:
+                    row.append(f"{result.ratio(variant, baseline).median:.2f}x")
+                else:
+                    row.append("-")
+            rows.append(row)
+    if len(rows) == 1:
+        return ""
+    return (
+        "detached (under BackgroundTasksMiddleware, lifespan running; each round ends when its "
+        "tasks have run):\n" + _table(rows)
+    )
+
+
+def _rate(rates: dict[str, list[float]], variant: str) -> str:
+    if variant not in rates:
+        return "-"
+    rate = summarize(rates[variant])
+    noise = (rate.high - rate.low) / 2 / rate.median
+    return f"{rate.median:,.0f} ±{noise:.0%}"
 
 
 def format_figures(outcomes: Sequence[Outcome]) -> str:

@@ -97,7 +97,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         metavar="VARIANT",
-        help="print a cProfile of one variant (starlette, afterward, fastapi, bare) instead",
+        help="print a cProfile of one variant (starlette, afterward, fastapi, bare, "
+        "'afterward detached', 'current_tasks detached') instead",
     )
     return parser.parse_args(argv)
 
@@ -142,7 +143,7 @@ def benchmark(
     launch: Launcher,
 ) -> int:
     """Measure each backend in each mode in a process of its own; print and judge the results."""
-    from benchmarks.report import describe_machine, format_figures, format_rates
+    from benchmarks.report import describe_machine, format_detached, format_figures, format_rates
     from benchmarks.results import Run, judge
 
     print(f"afterward benchmark: {rounds} rounds per variant, request scale {scale:g}")
@@ -172,6 +173,10 @@ def benchmark(
     print()
     print(format_rates(runs))
     print()
+    detached = format_detached(runs)
+    if detached:
+        print(detached)
+        print()
     print(
         "targets: median of the per-round ratios [interquartile range]; judged on the lower "
         "median of the modes"

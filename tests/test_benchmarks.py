@@ -10,17 +10,29 @@ import gc
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 from benchmarks import measure, run
-from benchmarks.apps import EXECUTED, EXPECTED_BODY, REQUEST, VARIANTS, record_sync, scenarios
-from benchmarks.harness import BenchmarkError, Scenario, measure_round, run_scenario
-from benchmarks.report import format_figures
+from benchmarks.apps import (
+    DETACHED_VARIANTS,
+    EXECUTED,
+    EXPECTED_BODY,
+    REQUEST,
+    VARIANTS,
+    record_async,
+    record_sync,
+    scenarios,
+)
+from benchmarks.harness import BenchmarkError, Scenario, measure_round, run_scenario, serving
+from benchmarks.report import format_detached, format_figures
 from benchmarks.results import Run, ScenarioResult, Summary, Target, judge, summarize
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from afterward import BackgroundTasksMiddleware, current_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -31,13 +43,40 @@ MESSAGE = "message to alice@example.com\n"
 async def test_every_variant_answers_alike_and_runs_every_task_after_the_body(
     scenario: Scenario,
 ) -> None:
-    assert tuple(scenario.apps) == VARIANTS
+    assert tuple(scenario.apps)[: len(VARIANTS)] == VARIANTS
     for variant in VARIANTS:
         # measure_round raises unless each request got 200 and the exact body, its tasks had not
         # run when the body went out and had all run when the ASGI call returned.
         rate = await measure_round(scenario, variant, 3, collect_garbage=False)
         assert rate > 0
         assert scenario.executed == list(scenario.messages) * 3
+
+
+@pytest.mark.parametrize("scenario", scenarios(), ids=lambda scenario: scenario.name)
+async def test_every_detached_variant_answers_alike_and_its_tasks_are_counted_by_round_end(
+    scenario: Scenario,
+) -> None:
+    detached = tuple(scenario.apps)[len(VARIANTS) :]
+    assert detached == ("afterward detached",) + (
+        ("current_tasks detached",) if scenario.name == "1 sync task" else ()
+    )
+    assert scenario.detached == frozenset(detached)
+    async with serving(scenario):
+        for variant in detached:
+            middleware = scenario.middleware(variant)
+            assert middleware.supervisor is not None
+            assert middleware.supervisor.running
+            # measure_round raises unless each request got 200 and the exact body, none of its
+            # tasks had run when the body went out, and after the supervisor went idle (inside
+            # the round) every task of every request had run.
+            rate = await measure_round(scenario, variant, 3, collect_garbage=False)
+            assert rate > 0
+            assert Counter(scenario.executed) == Counter(list(scenario.messages) * 3)
+            assert middleware.supervisor.counts() == (0, 0)
+    for variant in detached:
+        supervisor = scenario.middleware(variant).supervisor
+        assert supervisor is not None
+        assert not supervisor.running  # drained at shutdown
 
 
 async def test_scenarios_send_the_same_request_and_cover_the_issue_targets() -> None:
@@ -54,7 +93,11 @@ async def test_scenarios_send_the_same_request_and_cover_the_issue_targets() -> 
         ("10 sync tasks", "starlette", 5.0),
         ("seed example", "starlette", 1.0),
         ("seed example", "fastapi", 2.0),
+        ("no task", "afterward", 0.95),  # the middleware's cost: afterward detached / afterward
     }
+    [middleware_cost] = [t for s in all_scenarios for t in s.targets if t.baseline == "afterward"]
+    assert middleware_cost.variant == "afterward detached"
+    assert set(DETACHED_VARIANTS) == {v for s in all_scenarios for v in s.detached}
 
 
 def _scenario(app: ASGIApp) -> Scenario:
@@ -168,6 +211,144 @@ async def test_only_the_pinned_mode_freezes_the_garbage_collector_and_it_unfreez
     assert warmup == [0, 0]
     assert all(count > 0 for count in timed) if control_gc else timed == [0] * 4
     assert gc.get_freeze_count() == 0
+
+
+def _http_only(scope: Scope) -> None:
+    if scope["type"] != "http":  # the middleware answers the lifespan for apps that raise here
+        raise RuntimeError(f"this app serves http, not {scope['type']}")
+
+
+def _detached(app: ASGIApp, messages: tuple[str, ...] = (MESSAGE,)) -> Scenario:
+    return Scenario(
+        name="detached",
+        apps={"app": BackgroundTasksMiddleware(app)},
+        request=REQUEST,
+        expected_body=EXPECTED_BODY,
+        messages=messages,
+        executed=EXECUTED,
+        requests=2,
+        detached=frozenset({"app"}),
+    )
+
+
+async def test_a_detached_round_ends_only_when_the_supervisor_has_run_every_task() -> None:
+    release = anyio.Event()
+    requests = 0
+
+    async def held(message: str) -> None:
+        await release.wait()  # no task can run before the round's last request
+        await record_async(message)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        _http_only(scope)
+        nonlocal requests
+        requests += 1
+        current_tasks().add_task(held, MESSAGE)
+        if requests == 5:
+            release.set()
+        await _answer(send)
+
+    scenario = _detached(app)
+    async with serving(scenario):
+        with anyio.fail_after(10):
+            await measure_round(scenario, "app", 5, collect_garbage=False)
+        assert scenario.executed == [MESSAGE] * 5  # counted before measure_round returned
+
+
+async def test_run_scenario_serves_the_lifespan_from_before_the_warmup_to_after_rounds() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                events.append(message["type"])
+                await send({"type": f"{message['type']}.complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        events.append("request")
+        current_tasks().add_task(record_sync, MESSAGE)
+        await _answer(send)
+
+    scenario = _detached(app)
+    result = await run_scenario(scenario, rounds=2, warmup=True, control_gc=False)
+    assert events == ["lifespan.startup", *["request"] * 6, "lifespan.shutdown"]
+    assert len(result.rates["app"]) == 2
+    supervisor = scenario.middleware("app").supervisor
+    assert supervisor is not None
+    assert not supervisor.running
+    assert supervisor.counts() == (0, 0)
+
+
+async def test_a_detached_variant_without_its_lifespan_voids_the_round() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        _http_only(scope)
+        current_tasks().add_task(record_sync, MESSAGE)
+        await _answer(send)
+
+    # Without a running supervisor the middleware would run the tasks inline: not detached.
+    with pytest.raises(BenchmarkError, match="lifespan is not running"):
+        await measure_round(_detached(app), "app", 2, collect_garbage=False)
+    assert EXECUTED == []
+
+
+async def test_a_detached_task_that_never_ran_voids_the_round() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        _http_only(scope)
+        await _answer(send)  # queues nothing: the expected task never runs
+
+    scenario = _detached(app)
+    async with serving(scenario):
+        with pytest.raises(BenchmarkError, match=r"recorded 0 messages.*in any order"):
+            await measure_round(scenario, "app", 2, collect_garbage=False)
+
+
+async def test_a_detached_variant_must_be_under_the_middleware() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _answer(send)
+
+    scenario = Scenario(
+        name="unwrapped",
+        apps={"app": app},
+        request=REQUEST,
+        expected_body=EXPECTED_BODY,
+        messages=(),
+        executed=EXECUTED,
+        requests=1,
+        detached=frozenset({"app"}),
+    )
+    with pytest.raises(TypeError, match=r"must be an afterward\.BackgroundTasksMiddleware"):
+        async with serving(scenario):
+            pass
+
+
+async def test_a_failure_inside_serving_is_raised_as_itself_after_the_shutdown() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        _http_only(scope)
+        await _answer(send)
+
+    scenario = _detached(app, messages=())
+    with pytest.raises(BenchmarkError, match="a round went wrong"):
+        async with serving(scenario):
+            raise BenchmarkError("a round went wrong")
+    supervisor = scenario.middleware("app").supervisor
+    assert supervisor is not None
+    assert not supervisor.running
+
+
+def test_the_detached_table_sets_each_detached_ratio_next_to_the_inline_one() -> None:
+    rates = {
+        "starlette": [1.0, 1.0, 1.0],
+        "afterward": [1.0, 1.1, 1.2],
+        "afterward detached": [3.0, 3.3, 3.6],
+    }
+    run_ = Run("trio", "plain", None, 3, [ScenarioResult("1 sync task", 1, rates)])
+    table = format_detached([run_])
+    assert "detached/st" in table
+    assert "1.10x" in table  # inline / starlette
+    assert "3.30x" in table  # detached / starlette
+    assert "3.00x" in table  # detached / inline
+    assert format_detached([_run("plain", [1.0] * 5)]) == ""
 
 
 def _result(name: str, targets: tuple[Target, ...] = (), **rates: list[float]) -> ScenarioResult:
