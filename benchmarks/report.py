@@ -141,13 +141,18 @@ def format_figures(outcomes: Sequence[Outcome]) -> str:
             rows.append(
                 [
                     f"{outcome.scenario}, {target.variant} / {target.baseline}",
-                    f">= {target.minimum:.1f}x",
+                    f">= {_minimum(target.minimum)}x",
                     *(format_ratio(outcome.ratios[mode]) for mode in modes),
                     verdict,
                 ]
             )
         tables.append(_table(rows))
     return "\n\n".join(tables)
+
+
+def _minimum(value: float) -> str:
+    """Return a target's minimum as written in the README: 1.0, 5.0, 0.95."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:.2f}"
 
 
 def _table(rows: list[list[str]]) -> str:

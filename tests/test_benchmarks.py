@@ -287,9 +287,10 @@ async def test_a_detached_variant_without_its_lifespan_voids_the_round() -> None
         await _answer(send)
 
     # Without a running supervisor the middleware would run the tasks inline: not detached.
+    EXECUTED.clear()
     with pytest.raises(BenchmarkError, match="lifespan is not running"):
         await measure_round(_detached(app), "app", 2, collect_garbage=False)
-    assert EXECUTED == []
+    assert EXECUTED == []  # refused before any request was sent
 
 
 async def test_a_detached_task_that_never_ran_voids_the_round() -> None:
@@ -349,6 +350,12 @@ def test_the_detached_table_sets_each_detached_ratio_next_to_the_inline_one() ->
     assert "3.30x" in table  # detached / starlette
     assert "3.00x" in table  # detached / inline
     assert format_detached([_run("plain", [1.0] * 5)]) == ""
+
+
+def test_a_target_below_one_is_printed_to_the_hundredth() -> None:
+    target = (Target("a", "b", 0.95),)
+    run_ = Run("asyncio", "plain", None, 1, [_result("no task", target, a=[1.0], b=[1.0])])
+    assert ">= 0.95x" in format_figures(judge([run_]))
 
 
 def _result(name: str, targets: tuple[Target, ...] = (), **rates: list[float]) -> ScenarioResult:
