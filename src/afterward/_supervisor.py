@@ -133,6 +133,21 @@ class Supervisor:
             await self._stopped.wait()
         self._task_group = None
 
+    def try_submit(self, collector: BackgroundTasks) -> bool:
+        """Take `collector` if there is room now, without awaiting; return whether it was taken.
+
+        The request's fast path: when it returns False (the supervisor is not running, or
+        `max_waiting` collectors already wait), `submit()` does the rest.
+        """
+        if self._state is not _State.RUNNING:
+            return False
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                return False
+            self._waiting += 1
+        self._dispatch(collector, first=True)
+        return True
+
     async def submit(self, collector: BackgroundTasks) -> None:
         """Take `collector` to run its pending tasks; return once it has been queued.
 
@@ -226,7 +241,7 @@ class Supervisor:
     # -- running --------------------------------------------------------------------------------
 
     def _dispatch(self, collector: BackgroundTasks, *, first: bool) -> None:
-        if _next_is_batchable(collector):
+        if active_hook() is None and is_batchable(collector.next_pending()):
             self._pool.submit(_SyncRun(self, collector, first))
         elif self._task_group is not None and self._state is not _State.CLOSED:
             self._task_group.start_soon(self._run_async, collector, first, None)
@@ -352,12 +367,17 @@ class _SyncRun:
             supervisor._finish(collector)
 
     def _take(self, collector: object) -> Call | None:
+        # The tracing hook was checked once, when the job was queued: a run of sync entries goes
+        # on without it (the hook is for tools installed at startup, not mid-run).
         with self._lock:
             if self._abandoned:
                 raise _Abandoned
-            if not _next_is_batchable(self.collector):
+            tasks = self.collector
+            entry = tasks.next_pending()
+            if not is_batchable(entry):
                 return None
-            self.current = cast(Call, self.collector.take_next())
+            tasks._next += 1  # take_next(), without looking the entry up a second time
+            self.current = cast(Call, entry)
             return self.current
 
     def _run_entries(self) -> bool:
@@ -429,9 +449,3 @@ async def _settle(collector: BackgroundTasks, stop: _SyncStop) -> None:
         await outcome.pending
     except Exception:
         logger.exception("The on_error callback failed while handling %s.", entry_name(entry))
-
-
-def _next_is_batchable(collector: BackgroundTasks) -> bool:
-    # With a tracing tool hooked into task running, every task goes through the runner, which
-    # gives each one its span; the worker threads' direct path would bypass the hook.
-    return is_batchable(collector.next_pending()) and active_hook() is None
