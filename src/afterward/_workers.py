@@ -1,15 +1,26 @@
 """afterward's own pool of long-lived worker threads, fed through a queue.
 
 Under load, what a sync background task costs the server is not the thread hop itself but the GIL
-hand-offs between the event-loop thread and busy worker threads, and the wake-up back to the loop.
-So detached runs do not hop: the request puts a job in this pool's queue and goes on. Idle workers
-block on the queue; a submit wakes at most one of them, and only when no woken worker is already
-on its way; a busy worker takes the next job without waiting, so under load nothing is notified.
-Threads start on demand, up to `size`, and stay.
+hand-offs between the event-loop thread and busy worker threads, and the wake-ups. So detached runs
+do not hop: the request puts a job in this pool's queue and goes on, and the pool wakes as few
+threads as it can:
 
-The pool knows nothing about tasks: a job is any object with a `run()` method and a `name` for the
-log. What a worker is running is visible (`running()`), so a shutdown can name what it could not
-stop: a thread cannot be cancelled.
+- A submit wakes a parked worker only when no worker is awake. While one is awake (running a job,
+  or about to look for the next), it drains the queue on its own: under load nothing is woken,
+  and a burst of jobs costs one wake-up, not one per job. (With the GIL, a second thread running
+  short Python tasks would not make them go faster, only hand the GIL back and forth.)
+- The policy for blocking tasks: one parked worker, the *watchman*, waits with a timeout of
+  `patience` seconds instead of forever. When it finds the queue's first job unchanged since its
+  previous look, no awake worker is taking jobs (they are all inside long tasks), so it wakes
+  another parked worker for the queue, or takes the job itself and starts a new thread to watch
+  in its place. So a queued job waits at most about twice `patience` for a worker while others are
+  blocked, as long as fewer than `size` tasks block; an idle pool pays for one wake-up per
+  `patience` seconds.
+- Parked workers wait on a lock of their own (a C-level wait, no `threading.Condition`).
+
+Threads start on demand, up to `size`, and stay. The pool knows nothing about tasks: a job is any
+object with a `run()` method. What a worker is running is visible (`running()`), so a shutdown can
+name what it could not stop: a thread cannot be cancelled.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ from typing import Protocol
 __all__ = ["Job", "WorkerPool"]
 
 logger = logging.getLogger("afterward")
+
+_EMPTY = object()  # the watchman's "first queued job" when the queue was empty
 
 
 class Job(Protocol):
@@ -36,19 +49,28 @@ class WorkerPool:
     Args:
         size: The most threads that run at once (at least 1).
         name: Prefix of the threads' names.
+        patience: Seconds between the watchman's looks at the queue (see the module docstring):
+            how long a queued job may wait before another worker is woken for it while the
+            awake ones are busy.
     """
 
-    def __init__(self, size: int, *, name: str = "afterward-worker") -> None:
+    def __init__(
+        self, size: int, *, name: str = "afterward-worker", patience: float = 0.01
+    ) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ValueError(f"The worker pool size must be a whole number >= 1, got {size!r}.")
         self.size = size
         self.name = name
+        self.patience = patience
         self._queue: deque[Job] = deque()
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting on the queue
-        self._waking = 0  # of those, how many were notified and have not taken work yet
+        # Workers not parked. Written under the lock only; `submit` reads it without the lock,
+        # which is safe because a worker lowers it *before* it looks at the queue a last time,
+        # and `submit` appends to the queue *before* it reads it: one of the two sees the other.
+        self._awake = 0
+        self._parked: list[threading.Lock] = []  # gates of workers waiting without a timeout
+        self._watchman: threading.Lock | None = None  # gate of the worker waiting with one
         self._running: dict[int, Job] = {}  # thread ident -> the job it runs now
         self._closed = False
 
@@ -58,16 +80,23 @@ class WorkerPool:
         Raises:
             RuntimeError: the pool has been closed.
         """
+        if self._closed:
+            raise RuntimeError("This worker pool has been closed and accepts no more jobs.")
+        self._queue.append(job)
+        if self._closed:  # closed meanwhile, from another thread: the job must not be lost
+            with self._lock:
+                if job in self._queue:
+                    self._queue.remove(job)
+                    raise RuntimeError("This worker pool has been closed and accepts no more jobs.")
+            return  # a worker took it before the close
+        if self._awake:
+            return  # an awake worker will take it
         with self._lock:
-            if self._closed:
-                raise RuntimeError("This worker pool has been closed and accepts no more jobs.")
-            self._queue.append(job)
-            if self._idle > self._waking:
-                self._waking += 1
-                self._ready.notify()
-            elif len(self._queue) > self._idle and len(self._threads) < self.size:
-                # Every idle worker is already on its way and there is more than they can take.
+            if self._awake or not self._queue:
+                return
+            if not self._wake_one() and len(self._threads) < self.size:
                 self._start_thread()
+            self._keep_watch()
 
     def queued(self) -> int:
         """Return how many jobs wait for a worker."""
@@ -87,40 +116,118 @@ class WorkerPool:
             self._closed = True
             never_started = list(self._queue)
             self._queue.clear()
-            self._ready.notify_all()
+            while self._wake_one():
+                pass
         return never_started
 
-    def _start_thread(self) -> None:
+    # -- under the lock -------------------------------------------------------------------------
+
+    def _wake_one(self) -> bool:
+        """Wake a parked worker, the watchman last; return False if none is parked."""
+        if self._parked:
+            gate = self._parked.pop()  # the most recently parked: its cache is the warmest
+        elif self._watchman is not None:
+            gate, self._watchman = self._watchman, None
+        else:
+            return False
+        self._awake += 1
+        gate.release()
+        return True
+
+    def _keep_watch(self) -> None:
+        """Start a watchman if none waits and there is room for a thread (see the docstring)."""
+        if self._watchman is None and not self._parked and len(self._threads) < self.size:
+            self._start_thread(watch=True)
+
+    def _start_thread(self, *, watch: bool = False) -> None:
+        gate = threading.Lock()
+        gate.acquire()  # held: the worker's next wait blocks until someone releases it
         thread = threading.Thread(
-            target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
+            target=self._work, args=(gate, watch), name=f"{self.name}-{len(self._threads) + 1}"
         )
+        thread.daemon = True
         self._threads.append(thread)
+        if not watch:  # a watchman is never counted awake: a submit must not count on it
+            self._awake += 1
         thread.start()
 
-    def _work(self) -> None:
+    # -- in the worker threads ------------------------------------------------------------------
+
+    def _work(self, gate: threading.Lock, watch: bool) -> None:
         ident = threading.get_ident()
+        queue, running, lock = self._queue, self._running, self._lock
+        if watch and not self._park(gate, watch=True):  # it parks before anything else
+            return
         while True:
-            with self._lock:
-                while not self._queue:
-                    if self._closed:
-                        return
-                    self._idle += 1
-                    self._ready.wait()
-                    self._idle -= 1
-                    if self._waking:
-                        self._waking -= 1
-                # One job at a time, but a busy worker goes straight on to the next without
-                # waiting: under load no one is notified, and one blocking job holds up nothing
-                # queued behind it while other workers are free.
-                job = self._queue.popleft()
-                self._running[ident] = job
-                if self._queue and self._idle > self._waking:
-                    self._waking += 1
-                    self._ready.notify()
+            with lock:
+                if queue:
+                    # Taken and shown as running in one step: a shutdown sees every job either
+                    # as never started or as running.
+                    job = running[ident] = queue.popleft()
+                else:
+                    job = None
+            if job is None:
+                if not self._park(gate):
+                    return
+                continue
             try:
                 job.run()
             except BaseException:  # a job must not raise; if one does, the worker survives
                 logger.exception("An afterward worker job raised; this is a bug in afterward.")
             finally:
-                with self._lock:
-                    del self._running[ident]
+                with lock:
+                    del running[ident]
+
+    def _park(self, gate: threading.Lock, *, watch: bool = False) -> bool:
+        """Wait until there may be work; return False when the pool has closed: the worker exits.
+
+        `watch`: a thread started as watchman, never counted awake; it waits, even with jobs
+        queued (the awake workers take those, or its first look finds them stuck).
+        """
+        with self._lock:
+            if not watch:
+                self._awake -= 1
+                if self._queue:  # a submit came in after the worker found the queue empty
+                    self._awake += 1
+                    return True
+            if self._closed:
+                return False
+            watching = self._watchman is None
+            if watching:
+                self._watchman = gate
+            else:
+                self._parked.append(gate)
+        if not watching:
+            gate.acquire()  # released by `_wake_one`, which counted this worker awake
+            return True
+        seen: object = _EMPTY
+        while not gate.acquire(timeout=self.patience):
+            with self._lock:
+                if self._watchman is not gate:
+                    # Woken just as the wait timed out: the release is there to take.
+                    gate.acquire()
+                    break
+                if self._closed:
+                    self._watchman = None
+                    return False
+                first = self._queue[0] if self._queue else _EMPTY
+                if first is _EMPTY or first is not seen:
+                    seen = first  # nothing queued, or the queue moved on: the awake ones cope
+                    continue
+                # The same job has been first for a whole `patience`: the awake workers are all
+                # inside long tasks. Wake another for the queue, or go and start a new watchman.
+                if self._wake_one_parked():
+                    seen = _EMPTY
+                    continue
+                self._watchman = None
+                self._awake += 1
+                self._keep_watch()
+                return True
+        return True
+
+    def _wake_one_parked(self) -> bool:
+        if not self._parked:
+            return False
+        self._awake += 1
+        self._parked.pop().release()
+        return True
