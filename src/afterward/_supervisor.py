@@ -85,6 +85,7 @@ class Supervisor:
         self._pool = WorkerPool(workers)
         self._slots = anyio.CapacityLimiter(max_running)
         self._lock = threading.Lock()
+        self._take_lock = threading.Lock()  # see `_SyncRun._lock`
         self._waiting = 0  # accepted, not started
         self._active = 0  # started, not finished (on the loop or in a thread)
         self._room: anyio.Event | None = None  # set when a waiting place frees up
@@ -336,8 +337,10 @@ class _SyncRun:
         self.current: Call | None = None
         self._abandoned = False
         self.done = False  # its part of the collector is over (run, handed back, or abandoned)
-        # Taking the next task and abandoning the rest must not interleave.
-        self._lock = threading.Lock()
+        # Taking the next task and abandoning the rest must not interleave. One lock for all of
+        # the supervisor's jobs, not one made per request: it is only ever contended at the
+        # drain deadline.
+        self._lock = supervisor._take_lock
 
     def abandon(self, timeout: float) -> None:
         """At the drain deadline: name the running task, and stop before the next one."""
