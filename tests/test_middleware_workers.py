@@ -135,3 +135,18 @@ async def test_try_submit_takes_a_collector_at_once_and_declines_when_full_or_st
             await supervisor.wait_idle()
     assert ran.is_set()
     assert third.has_pending()  # declined: untouched, still pending
+
+
+def test_the_eager_pool_runs_queued_jobs_at_once_on_free_threads() -> None:
+    pool = WorkerPool(3)  # no patience: the eager policy of awaited jobs (the inline hop)
+    gate = threading.Event()
+    jobs = [_Job(gate) for _ in range(3)]
+    for job in jobs:
+        pool.submit(job)
+    for job in jobs:  # all three run at once, each in a thread of its own
+        assert job.started.wait(5)
+    assert len({job.thread for job in jobs}) == 3
+    gate.set()
+    for job in jobs:
+        assert job.done.wait(5)
+    pool.close()

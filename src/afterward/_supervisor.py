@@ -82,7 +82,8 @@ class Supervisor:
         self.max_waiting = max_waiting
         self.drain_timeout = drain_timeout
         self.handoff_timeout = handoff_timeout
-        self._pool = WorkerPool(workers)
+        # The lazy policy: a detached job is never awaited, so wake-ups matter more than latency.
+        self._pool = WorkerPool(workers, patience=0.01)
         self._slots = anyio.CapacityLimiter(max_running)
         self._lock = threading.Lock()
         self._take_lock = threading.Lock()  # see `_SyncRun._lock`

@@ -18,6 +18,11 @@ threads as it can:
   `patience` seconds.
 - Parked workers wait on a lock of their own (a C-level wait, no `threading.Condition`).
 
+That is the lazy policy, for detached runs (`patience` given). Without `patience`, the pool is
+eager, for callers that await each job (the inline hop, `_hop`): a submit wakes a parked worker, or
+starts a thread, whenever more jobs are queued than workers are on their way to the queue, so jobs
+never wait for each other while threads are free.
+
 Threads start on demand, up to `size`, and stay. The pool knows nothing about tasks: a job is any
 object with a `run()` method. What a worker is running is visible (`running()`), so a shutdown can
 name what it could not stop: a thread cannot be cancelled.
@@ -49,13 +54,13 @@ class WorkerPool:
     Args:
         size: The most threads that run at once (at least 1).
         name: Prefix of the threads' names.
-        patience: Seconds between the watchman's looks at the queue (see the module docstring):
-            how long a queued job may wait before another worker is woken for it while the
-            awake ones are busy.
+        patience: Lazy policy: seconds between the watchman's looks at the queue (see the module
+            docstring), how long a queued job may wait for another worker while the awake ones
+            are busy. None (the default): the eager policy.
     """
 
     def __init__(
-        self, size: int, *, name: str = "afterward-worker", patience: float = 0.01
+        self, size: int, *, name: str = "afterward-worker", patience: float | None = None
     ) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ValueError(f"The worker pool size must be a whole number >= 1, got {size!r}.")
@@ -71,6 +76,7 @@ class WorkerPool:
         self._awake = 0
         self._parked: list[threading.Lock] = []  # gates of workers waiting without a timeout
         self._watchman: threading.Lock | None = None  # gate of the worker waiting with one
+        self._coming = 0  # eager policy: workers woken or started that have not looked yet
         self._running: dict[int, Job] = {}  # thread ident -> the job it runs now
         self._closed = False
 
@@ -89,6 +95,16 @@ class WorkerPool:
                     self._queue.remove(job)
                     raise RuntimeError("This worker pool has been closed and accepts no more jobs.")
             return  # a worker took it before the close
+        if self.patience is None:
+            with self._lock:
+                if len(self._queue) > self._coming:
+                    if self._parked:
+                        self._coming += 1
+                        self._wake_one()
+                    elif len(self._threads) < self.size:
+                        self._coming += 1
+                        self._start_thread()
+            return
         if self._awake:
             return  # an awake worker will take it
         with self._lock:
@@ -136,7 +152,12 @@ class WorkerPool:
 
     def _keep_watch(self) -> None:
         """Start a watchman if none waits and there is room for a thread (see the docstring)."""
-        if self._watchman is None and not self._parked and len(self._threads) < self.size:
+        if (
+            self.patience is not None
+            and self._watchman is None
+            and not self._parked
+            and len(self._threads) < self.size
+        ):
             self._start_thread(watch=True)
 
     def _start_thread(self, *, watch: bool = False) -> None:
@@ -160,6 +181,8 @@ class WorkerPool:
             return
         while True:
             with lock:
+                if self._coming:  # eager policy: this worker may be one on its way
+                    self._coming -= 1
                 if queue:
                     # Taken and shown as running in one step: a shutdown sees every job either
                     # as never started or as running.
@@ -192,7 +215,7 @@ class WorkerPool:
                     return True
             if self._closed:
                 return False
-            watching = self._watchman is None
+            watching = self.patience is not None and self._watchman is None
             if watching:
                 self._watchman = gate
             else:
@@ -201,7 +224,7 @@ class WorkerPool:
             gate.acquire()  # released by `_wake_one`, which counted this worker awake
             return True
         seen: object = _EMPTY
-        while not gate.acquire(timeout=self.patience):
+        while not gate.acquire(timeout=self.patience or 0):
             with self._lock:
                 if self._watchman is not gate:
                     # Woken just as the wait timed out: the release is there to take.
