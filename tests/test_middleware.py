@@ -652,3 +652,97 @@ async def test_concurrent_requests_tasks_never_mix() -> None:
             ("2", request_id, "async"),
             ("3", request_id, "sync"),
         ]
+
+
+async def test_a_request_cancelled_while_its_hand_off_waits_names_its_tasks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = anyio.Event()
+
+    async def blocked(n: int) -> None:
+        await release.wait()
+
+    async def endpoint(request: Request) -> Response:
+        current_tasks().add_task(blocked, int(request.query_params["n"]))
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/", endpoint)]),
+        max_running=1,
+        max_waiting=1,
+        handoff_timeout=30,
+    )
+    async with running(app), client(app) as http:
+        await http.get("/?n=1")  # runs, and blocks
+        await http.get("/?n=2")  # waits for the running slot
+        with anyio.move_on_after(0.05):  # the third hand-off waits for room: cancel the request
+            await http.get("/?n=3")
+        release.set()
+        assert app.supervisor is not None
+        with anyio.fail_after(5):
+            await app.supervisor.wait_idle()
+    messages = [r.getMessage() for r in caplog.records if r.name == "afterward"]
+    assert any(
+        "Not running 1 background task(s) because the request was cancelled" in m and "blocked" in m
+        for m in messages
+    ), messages
+
+
+async def test_a_drain_cancelled_from_outside_still_names_what_it_abandons(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = anyio.Event()
+    thread_started = threading.Event()
+    release_thread = threading.Event()
+
+    async def hangs() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    def blocks() -> None:
+        thread_started.set()
+        release_thread.wait(10)
+
+    async def endpoint(request: Request) -> Response:
+        if request.query_params.get("sync"):
+            current_tasks().add_task(blocks)
+        else:
+            current_tasks().add_task(hangs)
+        current_tasks().add_task(print, "never")
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]), drain_timeout=60)
+    supervisor_ready = anyio.Event()
+
+    async def serve() -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+        async def receive() -> Message:
+            if len(messages) == 1:
+                await started.wait()
+            return messages.pop(0)
+
+        async def send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                supervisor_ready.set()
+
+        await app(scope, receive, send)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        with anyio.fail_after(5):
+            await supervisor_ready.wait()
+        async with client(app) as http:
+            await http.get("/")
+            await http.get("/?sync=1")
+        with anyio.fail_after(5):
+            await started.wait()
+            await anyio.to_thread.run_sync(thread_started.wait, 5)
+        await anyio.sleep(0)  # the drain starts waiting
+        tg.cancel_scope.cancel()  # the server gives up on the lifespan (a forced exit)
+    release_thread.set()
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "afterward")
+    assert "hangs was interrupted" in text, text
+    assert "blocks is still running in its worker thread" in text, text
+    assert text.count("builtins.print") == 2, text

@@ -159,7 +159,19 @@ class Supervisor:
         if self._state is not _State.RUNNING:
             log_not_run(collector, "the app is shutting down", logging.ERROR)
             return
-        if not self._reserve() and not await self._wait_for_room():
+        try:
+            room = self._reserve() or await self._wait_for_room()
+        except BaseException as exc:
+            # The request was cancelled while it waited for room (a server shutting down, a
+            # timeout middleware): its tasks were never taken, so they are named here.
+            log_not_run(
+                collector,
+                f"the request was cancelled ({type(exc).__name__}) while it waited for room "
+                f"to hand them off (max_waiting={self.max_waiting})",
+                logging.WARNING,
+            )
+            raise
+        if not room:
             log_not_run(
                 collector,
                 f"{self.max_waiting} requests' tasks were already waiting (max_waiting) and "
@@ -185,13 +197,19 @@ class Supervisor:
         if self._state in (_State.DRAINING, _State.CLOSED):
             return
         self._state = _State.DRAINING
-        with anyio.move_on_after(self.drain_timeout) as deadline:
-            await self.wait_idle()
-        self._state = _State.CLOSED
-        if deadline.cancelled_caught:
-            self._abandon()
-        else:
-            self._pool.close()  # nothing is queued or running: the idle workers just exit
+        idle = False
+        try:
+            with anyio.move_on_after(self.drain_timeout):
+                await self.wait_idle()
+                idle = True
+        finally:
+            # Also when the drain itself is cancelled (a server that gives up on the lifespan):
+            # what it abandons is still named before the cancellation goes on.
+            self._state = _State.CLOSED
+            if idle:
+                self._pool.close()  # nothing is queued or running: the idle workers just exit
+            else:
+                self._abandon()
 
     # -- accounting (shared by the event loop and the worker threads) ------------------------
 
