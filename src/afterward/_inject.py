@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._completion import complete, exit_sync_in_thread, json_response, tear_down
-from ._current import Slot, request_slot
+from ._current import Slot, collector_after_release, release_collector, request_slot
 from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
@@ -113,6 +113,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         finally:
             if token is not None:
                 request_slot.reset(token)
+                run.release()
 
     functools.update_wrapper(endpoint, func)
     endpoint.__name__ = callable_name(func).rpartition(".")[2]
@@ -127,6 +128,7 @@ class _Run:
     outer: Slot | None = None  # the middleware's slot, when it runs the tasks instead
     handed: BackgroundTasks | None = None  # the collector parameters got from `outer`
     detached = False  # as a `Slot`: inject runs its own tasks
+    after: Callable[[], BackgroundTasks | None] | None = None  # once released (see `release`)
     cache: dict[Callable[..., Any], Any] | None = None
     stack: AsyncExitStack | None = None
 
@@ -140,6 +142,8 @@ class _Run:
         """Return the request's collector (`current_tasks()` and parameters), made on first use."""
         if self.tasks is not None:
             return self.tasks
+        if self.after is not None:
+            return collector_after_release(self.after)
         if self.outer is None:
             self.tasks = self.collector_class()
             return self.tasks
@@ -155,6 +159,16 @@ class _Run:
                 )
             self.handed = handed
         return self.handed
+
+    def release(self) -> None:
+        """The endpoint has returned: keep nothing the tasks' contexts could close a cycle with.
+
+        This object is the request's slot, held by every task's captured context; the collector,
+        the exit stack and the dependency cache can each lead back to those tasks. Their owners
+        now are the response that completes the request. See `RequestSlot.release`.
+        """
+        self.after = release_collector(self.tasks)
+        self.tasks = self.stack = self.cache = None
 
     async def call(self, plan: Plan) -> Any:
         """Resolve `plan`'s parameters and call it; return `_INVALID` if a value was invalid."""

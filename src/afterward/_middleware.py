@@ -115,6 +115,7 @@ class BackgroundTasksMiddleware:
             await self.app(scope, receive, state.send)
         except BaseException as exc:
             collector = state.tasks
+            state.release()
             if collector is not None:
                 if self.run_when == "always" and isinstance(exc, Exception):
                     await self._hand_off(collector)
@@ -124,6 +125,7 @@ class BackgroundTasksMiddleware:
         finally:
             request_slot.reset(token)
         collector = state.tasks
+        state.release()  # no reference cycle through the tasks' contexts (see `release`)
         if collector is None or not collector.has_pending():
             return
         reason = self._reason_not_to_run(state)
@@ -199,6 +201,7 @@ class _RequestState(RequestSlot):
         self.owner = "BackgroundTasksMiddleware"
         self.detached = True
         self.tasks = None
+        self._after = None
         self._send = send
         self.status = 0
         # A websocket session has no response to complete: its tasks run when the app returns.

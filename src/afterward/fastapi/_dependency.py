@@ -136,6 +136,7 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
             raise
         finally:
             request_slot.reset(token)
+            slot.release()
         # Runs only what has not run yet: nothing, unless the path operation returned a Response
         # with its own `background` (FastAPI then drops `native`) or this is a websocket route.
         await tasks()
