@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.from_thread
@@ -110,8 +110,14 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Run `app` on a real uvicorn on a free loopback port; yield its base URL."""
+async def serving(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
+    """Run `app` on a real uvicorn on a free loopback port; yield its base URL.
+
+    Args:
+        app: The app to serve.
+        lifespan: uvicorn's `lifespan` setting: "off" (inline tasks), or "on" for the middleware's
+            supervisor.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
@@ -120,7 +126,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
         loop="asyncio",
         http="h11",
         ws="none",
-        lifespan="off",
+        lifespan=lifespan,
         log_config=None,  # keep pytest's logging (and caplog) as it is
         access_log=False,
         timeout_graceful_shutdown=TIMEOUT,

@@ -17,7 +17,6 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -27,7 +26,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from afterward import BackgroundTasksMiddleware, current_tasks
-from test_e2e_uvicorn import PAYLOAD, TIMEOUT, RecordOutcome, SlowTask, _Server
+from test_e2e_uvicorn import PAYLOAD, TIMEOUT, RecordOutcome, SlowTask
+from test_e2e_uvicorn import serving as serve_with
 
 pytestmark = pytest.mark.anyio
 
@@ -36,32 +36,9 @@ APPS = Path(__file__).parent / "apps"
 
 @contextlib.asynccontextmanager
 async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Run `app` on a real uvicorn with lifespan on, on a free loopback port; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    config = uvicorn.Config(
-        app,
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=TIMEOUT,
-    )
-    server = _Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        assert await anyio.to_thread.run_sync(server.startup_over.wait, TIMEOUT)
-        assert server.started
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await anyio.to_thread.run_sync(thread.join, TIMEOUT)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not shut down"
+    """Run `app` on a real uvicorn with lifespan on (so the supervisor runs); yield its URL."""
+    async with serve_with(app, lifespan="on") as url:
+        yield url
 
 
 def notification_app(slow: SlowTask) -> Starlette:
