@@ -47,6 +47,16 @@ from typing import IO
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if __name__ == "__main__":
+    # Like benchmarks/run.py: from a fresh clone with only Python, set up `.venv` (with the
+    # servers' extras) and run again inside it.
+    from benchmarks import run as _setup  # standard library only until it re-runs
+
+    if not _setup.in_project_environment():
+        _python = _setup.ensure_environment(["test", "bench"])
+        sys.stdout.flush()
+        os.execv(_python, [_python, str(Path(__file__).resolve()), *sys.argv[1:]])
+
 from benchmarks.e2e_apps import EXPECTED_BODY, PATH, VARIANTS
 
 __all__ = [

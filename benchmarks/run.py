@@ -39,6 +39,11 @@ FULL_ROUNDS = 40
 QUICK_ROUNDS, QUICK_SCALE = 5, 0.25
 
 
+def ensure_environment(extras: Sequence[str]) -> str:
+    """Create or update `.venv` with `extras`; return its Python (for the other benchmarks)."""
+    return str(_venv.ensure(list(extras)))
+
+
 def in_project_environment() -> bool:
     """Whether this Python is the project's `.venv` (where afterward and the frameworks are)."""
     return Path(sys.prefix).resolve() == _venv.VENV.resolve()
