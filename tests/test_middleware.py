@@ -350,20 +350,29 @@ async def test_tasks_drain_before_the_app_hears_of_shutdown() -> None:
     assert events == ["app startup", "task done", "app shutdown"]
 
 
+class Stuck:
+    """Tasks a drain cannot wait for: one hangs on the loop, one blocks its worker thread."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.thread_started = threading.Event()
+        self.release = threading.Event()
+
+    async def hangs(self) -> None:
+        self.started.set()
+        await anyio.sleep_forever()
+
+    def blocks(self) -> None:
+        self.thread_started.set()
+        self.release.wait(10)
+
+
 async def test_drain_deadline_cancels_async_tasks_and_names_every_abandoned_task(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    started = anyio.Event()
-    thread_started = threading.Event()
-    release_thread = threading.Event()
-
-    async def hangs() -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    def blocks() -> None:
-        thread_started.set()
-        release_thread.wait(10)
+    stuck = Stuck()
+    started, thread_started, release_thread = stuck.started, stuck.thread_started, stuck.release
+    hangs, blocks = stuck.hangs, stuck.blocks
 
     def never() -> None:
         raise AssertionError("must not start")
@@ -691,17 +700,9 @@ async def test_a_request_cancelled_while_its_hand_off_waits_names_its_tasks(
 async def test_a_drain_cancelled_from_outside_still_names_what_it_abandons(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    started = anyio.Event()
-    thread_started = threading.Event()
-    release_thread = threading.Event()
-
-    async def hangs() -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    def blocks() -> None:
-        thread_started.set()
-        release_thread.wait(10)
+    stuck = Stuck()
+    started, thread_started, release_thread = stuck.started, stuck.thread_started, stuck.release
+    hangs, blocks = stuck.hangs, stuck.blocks
 
     async def endpoint(request: Request) -> Response:
         if request.query_params.get("sync"):
