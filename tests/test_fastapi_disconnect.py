@@ -146,7 +146,7 @@ async def test_the_drop_in_with_attach_runs_no_task_when_the_client_leaves_mid_s
     reason="Known limit of the drop-in (docs/fastapi.md): FastAPI runs its native collector as "
     "the response's background and never shows a dependency the `send`, so the drop-in cannot "
     "tell a stream cut by the client from a finished one. Return attach(response, tasks), or "
-    "wait for the 0.2 middleware.",
+    "install BackgroundTasksMiddleware (tests/test_middleware_fastapi.py shows it fixed there).",
     strict=True,
 )
 async def test_the_drop_in_without_attach_runs_no_task_when_the_client_leaves_mid_stream() -> None:
