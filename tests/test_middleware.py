@@ -747,3 +747,35 @@ async def test_a_drain_cancelled_from_outside_still_names_what_it_abandons(
     assert "hangs was interrupted" in text, text
     assert "blocks is still running in its worker thread" in text, text
     assert text.count("builtins.print") == 2, text
+
+
+async def test_sync_tasks_still_queued_at_the_drain_deadline_are_named_never_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = Stuck()
+
+    def queued(n: int) -> None:
+        raise AssertionError("must not start")
+
+    async def endpoint(request: Request) -> Response:
+        if request.query_params.get("block"):
+            current_tasks().add_task(stuck.blocks)
+        else:
+            current_tasks().add_task(queued, 2)
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/", endpoint)]), workers=1, drain_timeout=0.05
+    )
+    try:
+        async with running(app), client(app) as http:
+            await http.get("/?block=1")  # takes the only worker thread
+            with anyio.fail_after(5):
+                await anyio.to_thread.run_sync(stuck.thread_started.wait, 5)
+            await http.get("/")  # waits in the queue for a worker
+    finally:
+        stuck.release.set()
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "afterward")
+    assert "the app shut down before they started (drain_timeout of 0.05 s expired)" in text
+    assert "queued" in text
+    assert "blocks is still running in its worker thread" in text
