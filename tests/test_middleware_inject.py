@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -118,3 +119,28 @@ async def test_current_tasks_works_inside_inject_without_the_middleware(sync: bo
     assert ran == (["sync"] if sync else ["async"])
     with pytest.raises(LookupError):
         current_tasks()
+
+
+async def test_under_the_middleware_yield_dependencies_close_before_the_detached_tasks() -> None:
+    """As docs/semantics.md says: the request ends (teardown included), then the tasks run."""
+    events: list[str] = []
+    done = anyio.Event()
+
+    async def session() -> AsyncIterator[str]:
+        events.append("session opened")
+        yield "session"
+        events.append("session closed")
+
+    async def task() -> None:
+        events.append("task ran")
+        done.set()
+
+    async def endpoint(tasks: BackgroundTasks, db: str = Depends(session)) -> None:
+        tasks.add_task(task)
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", inject(endpoint))]))
+    async with running(app), client(app) as http:
+        await http.get("/")
+        with anyio.fail_after(5):
+            await done.wait()
+    assert events == ["session opened", "session closed", "task ran"]
