@@ -442,11 +442,10 @@ async def test_limits_hold_under_load() -> None:
     assert 1 <= peak <= 3
 
 
-async def test_a_full_queue_waits_then_logs_the_tasks_it_could_not_take(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    release = anyio.Event()
-    ran: list[int] = []
+def one_slot_app(
+    release: anyio.Event, ran: list[int], *, handoff_timeout: float
+) -> BackgroundTasksMiddleware:
+    """An app with one running slot and one waiting place; each task waits for `release`."""
 
     async def blocked(n: int) -> None:
         await release.wait()
@@ -456,12 +455,21 @@ async def test_a_full_queue_waits_then_logs_the_tasks_it_could_not_take(
         current_tasks().add_task(blocked, int(request.query_params["n"]))
         return PlainTextResponse("ok")
 
-    app = BackgroundTasksMiddleware(
+    return BackgroundTasksMiddleware(
         Starlette(routes=[Route("/", endpoint)]),
         max_running=1,
         max_waiting=1,
-        handoff_timeout=0.01,
+        handoff_timeout=handoff_timeout,
     )
+
+
+async def test_a_full_queue_waits_then_logs_the_tasks_it_could_not_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = anyio.Event()
+    ran: list[int] = []
+
+    app = one_slot_app(release, ran, handoff_timeout=0.01)
     async with running(app), client(app) as http:
         await http.get("/?n=1")  # runs (and blocks)
         await http.get("/?n=2")  # waits
@@ -668,19 +676,7 @@ async def test_a_request_cancelled_while_its_hand_off_waits_names_its_tasks(
 ) -> None:
     release = anyio.Event()
 
-    async def blocked(n: int) -> None:
-        await release.wait()
-
-    async def endpoint(request: Request) -> Response:
-        current_tasks().add_task(blocked, int(request.query_params["n"]))
-        return PlainTextResponse("ok")
-
-    app = BackgroundTasksMiddleware(
-        Starlette(routes=[Route("/", endpoint)]),
-        max_running=1,
-        max_waiting=1,
-        handoff_timeout=30,
-    )
+    app = one_slot_app(release, [], handoff_timeout=30)
     async with running(app), client(app) as http:
         await http.get("/?n=1")  # runs, and blocks
         await http.get("/?n=2")  # waits for the running slot
