@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
 
+import afterward
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Task, TaskPolicy, task
 from docs_blocks import blocks, run_blocks
 
@@ -36,13 +36,15 @@ async def test_the_decorated_task_and_the_always_task_run_with_their_policies(
         return httpx.Response(200)
 
     real_client = httpx.AsyncClient
-    example.httpx = type(
+    example.httpx = type(  # type: ignore[attr-defined]
         "httpx", (), {"AsyncClient": lambda: real_client(transport=httpx.MockTransport(answer))}
     )
     tasks = BackgroundTasks()
     assert await example.on_signup(7, tasks) == {"user": 7}
     notify, audit = tasks.tasks
-    assert isinstance(audit, type(notify))
+    assert isinstance(notify, afterward.BackgroundTask)
+    assert notify.func is example.notify.func
+    assert isinstance(audit, afterward.BackgroundTask)
     assert audit.policy is not None
     assert audit.policy.always
     await tasks()
