@@ -89,6 +89,7 @@ def test_timeout_on_a_sync_function_is_refused_as_a_decorator_too() -> None:
         ({"retry_on": ValueError()}, "an exception class or a tuple"),
         ({"retry_on": (ValueError, int)}, "retry_on"),
         ({"retry_on": ()}, "retry_on"),
+        ({"retry_on": KeyboardInterrupt}, "never retried"),
     ],
 )
 def test_bad_options_are_type_errors_naming_the_option(

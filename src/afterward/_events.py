@@ -19,10 +19,11 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from ._call import Call
+    from ._tasks import BackgroundTask
 
 __all__ = [
     "AttemptScope",
@@ -46,7 +47,7 @@ EventKind = Literal[
 ]
 """What happened to a task: see `TaskEvent.kind`."""
 
-AttemptScope = Callable[["Call", int], AbstractContextManager[Any]]
+AttemptScope = Callable[["BackgroundTask", int], AbstractContextManager[Any]]
 """`factory(task, attempt)`: a context manager entered around one attempt of `task`."""
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "abandoned")
@@ -78,7 +79,7 @@ class TaskEvent:
     attempt: int
     duration: float | None
     exception: BaseException | None
-    task: Call
+    task: BackgroundTask
 
 
 listeners: list[Callable[[TaskEvent], object]] = []
@@ -141,7 +142,9 @@ def emit(
     exception: BaseException | None = None,
 ) -> None:
     """Call the registered callbacks with one event (callers test `listeners` first)."""
-    event = TaskEvent(kind, task.name, task.id, attempt, duration, exception, task)
+    event = TaskEvent(
+        kind, task.name, task.id, attempt, duration, exception, cast("BackgroundTask", task)
+    )
     for callback in tuple(listeners):
         try:
             callback(event)
