@@ -32,15 +32,10 @@ from anyio.abc import TaskGroup
 
 from ._call import Call
 from ._events import listeners, scopes
+from ._failures import report_failure_now
 from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names
-from ._runner import (
-    is_batchable,
-    report_failure_now,
-    run_sync_batch,
-    run_tasks,
-    settle_sync_stop,
-)
+from ._runner import is_batchable, run_sync_batch, run_tasks, settle_sync_stop
 from ._tasks import BackgroundTasks
 from ._tracing import active_hook
 from ._workers import WorkerPool
