@@ -40,6 +40,7 @@ from ._runner import (
     run_tasks,
     settle_sync_stop,
 )
+from ._stats import Outcomes, register
 from ._tasks import BackgroundTasks
 from ._tracing import active_hook
 from ._workers import WorkerPool
@@ -96,6 +97,8 @@ class Supervisor:
         self._loop: LoopCaller | None = None
         self._loop_thread = 0
         self._stopped = anyio.Event()
+        self.outcomes = Outcomes()  # how its requests' tasks ended, for the middleware's stats()
+        register(self)
 
     @property
     def running(self) -> bool:
@@ -158,6 +161,7 @@ class Supervisor:
         """
         if self._state is not _State.RUNNING:
             log_not_run(collector, "the app is shutting down", logging.ERROR)
+            self.outcomes.tally(collector.tasks)
             return
         try:
             room = self._reserve() or await self._wait_for_room()
@@ -170,6 +174,7 @@ class Supervisor:
                 f"to hand them off (max_waiting={self.max_waiting})",
                 logging.WARNING,
             )
+            self.outcomes.tally(collector.tasks)
             raise
         if not room:
             log_not_run(
@@ -178,6 +183,7 @@ class Supervisor:
                 f"none started within {self.handoff_timeout:g} s (handoff_timeout)",
                 logging.ERROR,
             )
+            self.outcomes.tally(collector.tasks)
             return
         self._dispatch(collector, first=True)
 
@@ -244,6 +250,7 @@ class Supervisor:
     def _finish(self, collector: BackgroundTasks) -> None:
         """A collector's run has ended: it takes no more tasks."""
         _seal(collector)
+        self.outcomes.tally(collector.tasks)
         with self._lock:
             self._active -= 1
             idle = None
