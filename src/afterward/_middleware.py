@@ -122,7 +122,6 @@ class BackgroundTasksMiddleware:
                     await self._hand_off(collector)
                 else:
                     log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
-                    self._count_not_run(collector)
             raise
         finally:
             request_slot.reset(token)
@@ -133,7 +132,6 @@ class BackgroundTasksMiddleware:
         reason = self._reason_not_to_run(state)
         if reason is not None:
             log_not_run(collector, reason, logging.INFO)
-            self._count_not_run(collector)
             return
         supervisor = self.supervisor
         # The common case, without a coroutine: there is room, the collector is queued at once.
@@ -143,19 +141,17 @@ class BackgroundTasksMiddleware:
     def stats(self) -> Stats:
         """Return this middleware's task figures: how its requests' tasks ended, what runs now.
 
-        The outcome counts start at zero when the app starts (its lifespan startup) and cover
-        the tasks of this app's requests: run detached, or not run (an error response, a full
-        queue, the drain deadline). `running` and `waiting` count requests, as `max_running`
-        and `max_waiting` do. Before the app has started, every figure is zero.
+        The figures are those of the middleware's supervisor, which starts with the app (its
+        lifespan startup): the outcomes of the tasks handed to it, run detached or not run (a
+        full queue, `stop_on_error`, the drain deadline). Tasks not handed off at all (an error
+        response, under `run_when="success"`) are counted by `afterward.stats()` only.
+        `running` and `waiting` count requests, as `max_running` and `max_waiting` do. Before
+        the app has started, every figure is zero.
 
         Returns:
             A frozen `afterward.Stats` snapshot.
         """
         return supervisor_stats(self.supervisor)
-
-    def _count_not_run(self, collector: BackgroundTasks) -> None:
-        if self.supervisor is not None:
-            self.supervisor.outcomes.tally(collector.tasks)
 
     def _reason_not_to_run(self, state: _RequestState) -> str | None:
         if self.run_when == "always":
