@@ -310,3 +310,46 @@ async def test_the_fields_are_on_the_record_for_a_formatter_too(
     assert formatter.format(record).splitlines()[0] == (
         f"ERROR {__name__}.failing.<locals>.send_invoice#1 failed"
     )
+
+
+@MODES
+async def test_queued_comes_from_the_endpoint_s_thread_the_rest_from_the_loop_s(
+    mode: str, recorder: Recorder
+) -> None:
+    loop_thread = threading.get_ident()
+    endpoint_threads: list[int] = []
+    attempt_threads: list[int] = []
+
+    def send_email() -> None:
+        attempt_threads.append(threading.get_ident())
+
+    def sync_endpoint(request: Request) -> Response:  # Starlette runs it in a worker thread
+        endpoint_threads.append(threading.get_ident())
+        tasks = current_tasks() if mode == "detached" else BackgroundTasks()
+        tasks.add_task(send_email)
+        return PlainTextResponse("ok", background=None if mode == "detached" else tasks)
+
+    app = Starlette(routes=[Route("/", sync_endpoint)])
+    if mode == "inline":
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as http:
+            await http.get("/")
+    else:
+        middleware = BackgroundTasksMiddleware(app)
+        async with (
+            running(middleware),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=middleware), base_url="http://test"
+            ) as http,
+        ):
+            await http.get("/")
+            assert middleware.supervisor is not None
+            with anyio.fail_after(5):
+                await middleware.supervisor.wait_idle()
+
+    [endpoint_thread] = endpoint_threads
+    [attempt_thread] = attempt_threads
+    assert loop_thread not in (endpoint_thread, attempt_thread)  # (they may share one thread)
+    assert [e.kind for e in recorder.events] == ["queued", "started", "succeeded"]
+    assert recorder.threads == [endpoint_thread, loop_thread, loop_thread]
