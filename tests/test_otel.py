@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -363,6 +364,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 import afterward, afterward.otel
 
 afterward.otel.instrument()  # before the app sets its provider: the proxy resolves later
@@ -423,3 +425,21 @@ async def test_with_fastapi_instrumented_the_attempt_spans_nest_in_its_task_span
         (f"afterward {__name__}.send_email", "BackgroundTask send_email", True),
     ]
     assert seen == [span_id(s) for s in attempt_spans(exporter)]
+
+
+async def test_a_sampled_out_attempt_runs_without_a_span_or_an_error(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(tracer_provider=provider)
+    try:
+        tasks = BackgroundTasks()
+        handle = tasks.add_task(afterward.task(flaky(1, []), retries=1))
+        await tasks()
+    finally:
+        otel.uninstrument()
+        provider.shutdown()
+
+    assert (handle.status, handle.attempts) == ("succeeded", 2)
+    assert exporter.get_finished_spans() == ()

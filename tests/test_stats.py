@@ -14,13 +14,14 @@ import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask as StarletteTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import afterward
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Stats, current_tasks
-from test_middleware import running
+from test_middleware import one_slot_app, running
 
 pytestmark = pytest.mark.anyio
 
@@ -175,6 +176,48 @@ async def test_a_task_cancelled_at_the_drain_deadline_is_counted_cancelled() -> 
 
     figures = app.stats()
     assert (figures.cancelled, figures.abandoned, figures.succeeded) == (1, 1, 0)
+
+
+async def test_tasks_a_full_queue_could_not_take_are_counted_abandoned() -> None:
+    release = anyio.Event()
+    ran: list[int] = []
+    app = one_slot_app(release, ran, handoff_timeout=0.01)
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
+        await http.get("/?n=1")  # runs (and blocks)
+        await http.get("/?n=2")  # waits
+        await http.get("/?n=3")  # no room: waits 10 ms (handoff_timeout), then not run
+        release.set()
+        assert app.supervisor is not None
+        with anyio.fail_after(5):
+            await app.supervisor.wait_idle()
+
+    assert sorted(ran) == [1, 2]
+    assert (app.stats().succeeded, app.stats().abandoned) == (2, 1)
+
+
+async def test_a_starlette_task_in_the_collector_is_run_but_not_counted() -> None:
+    ran: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        current_tasks().add_task(send_email)
+        current_tasks().tasks.append(StarletteTask(ran.append, "starlette"))
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]))
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
+        await http.get("/")
+        assert app.supervisor is not None
+        with anyio.fail_after(5):
+            await app.supervisor.wait_idle()
+
+    assert ran == ["starlette"]
+    assert app.stats().succeeded == 1  # it has no handle to say how it ended
 
 
 def test_a_snapshot_is_frozen() -> None:

@@ -6,8 +6,11 @@ Two scopes, one shape (`Stats`):
   kept by the runner for every task, inline and detached alike; `running` and `waiting` add up
   the live supervisors (one per `BackgroundTasksMiddleware` whose app is running).
 - `BackgroundTasksMiddleware.stats()`: one middleware's supervisor. Its outcome counts are those
-  of the requests' tasks it ran detached, which it tallies from their handles as each request's
-  run ends (`Outcomes.tally`): no cost per task, and nothing for the runner to know.
+  of the tasks handed to it, which it tallies from their handles when each request's run ends
+  (`Outcomes.tally`, one loop over the request's entries), or when it refuses them: the runner
+  has nothing to know of it. (One difference: a task cancelled in the wait between two attempts
+  counts that retry in the process-wide `retried` only; its handle cannot tell the wait from the
+  next attempt.)
 
 `running` and `waiting` count requests (collectors), not tasks, as `max_running` and
 `max_waiting` do: a request whose tasks have started is running until its last task has ended.
@@ -87,11 +90,6 @@ class Outcomes:
         with self._lock:
             for outcome, number in found.items():
                 self._counts[outcome] += number
-
-    def add(self, outcome: str, number: int) -> None:
-        """Add `number` tasks to `outcome` (for tasks refused before they reached a run)."""
-        with self._lock:
-            self._counts[outcome] += number
 
     def snapshot(self) -> dict[str, int]:
         """Return the counts so far."""
