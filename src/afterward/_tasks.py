@@ -118,8 +118,8 @@ class BackgroundTasks(_StarletteTasks):
             raise TypeError(
                 f"on_error must be a callable taking (task, exception), got {on_error!r}."
             )
-        if concurrency != 1:
-            if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        if concurrency != 1 or type(concurrency) is not int:
+            if type(concurrency) is not int or concurrency < 1:
                 raise TypeError(
                     f"concurrency must be a whole number >= 1 (how many tasks may run at once), "
                     f"got {concurrency!r}."
