@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ._call import Call
 from ._events import OUTCOMES, counts
+from ._handle import DONE
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
@@ -66,30 +67,39 @@ class Stats:
 
 
 class Outcomes:
-    """Outcome counters one supervisor keeps for the tasks it ran; thread-safe."""
+    """Outcome counters one supervisor keeps for the tasks it was handed.
+
+    Guarded by the lock it is given, the supervisor's own: its hot path, the end of a request's
+    run, counts under the lock it already holds there (`tally_locked`).
+    """
 
     __slots__ = ("_counts", "_lock")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         self._counts = dict.fromkeys(OUTCOMES, 0)
-        self._lock = threading.Lock()
+        self._lock = lock
 
     def tally(self, tasks: Iterable[object]) -> None:
-        """Count the ended tasks among `tasks` (a collector's entries), by their status.
+        """Count the ended tasks among `tasks` (a collector's entries), by their status."""
+        with self._lock:
+            self.tally_locked(tasks)
+
+    def tally_locked(self, tasks: Iterable[object]) -> None:
+        """`tally`, for a caller that holds the lock.
 
         Entries that are not afterward's own tasks (a Starlette task in the collector) have no
         status and are not counted.
         """
-        found = dict.fromkeys(OUTCOMES, 0)
+        counts = self._counts
         for task in tasks:
-            if isinstance(task, Call) and task.done:
-                found[task.status] += 1
-                # Every attempt but the last was followed by another: it was retried.
-                if task.attempts > 1:
-                    found["retried"] += task.attempts - 1
-        with self._lock:
-            for outcome, number in found.items():
-                self._counts[outcome] += number
+            if isinstance(task, Call):
+                status = task.status
+                if status in DONE:
+                    counts[status] += 1
+                    # Every attempt but the last was followed by another: it was retried.
+                    attempts = task.attempts
+                    if attempts > 1:
+                        counts["retried"] += attempts - 1
 
     def snapshot(self) -> dict[str, int]:
         """Return the counts so far."""

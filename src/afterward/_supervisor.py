@@ -98,7 +98,8 @@ class Supervisor:
         self._loop: LoopCaller | None = None
         self._loop_thread = 0
         self._stopped = anyio.Event()
-        self.outcomes = Outcomes()  # how its requests' tasks ended, for the middleware's stats()
+        # How the tasks handed to it ended, for the middleware's stats(); under `_lock`.
+        self.outcomes = Outcomes(self._lock)
         register(self)
 
     @property
@@ -251,8 +252,8 @@ class Supervisor:
     def _finish(self, collector: BackgroundTasks) -> None:
         """A collector's run has ended: it takes no more tasks."""
         _seal(collector)
-        self.outcomes.tally(collector.tasks)
         with self._lock:
+            self.outcomes.tally_locked(collector.tasks)
             self._active -= 1
             idle = None
             if self._waiting == 0 and self._active == 0:
