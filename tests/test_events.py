@@ -250,3 +250,38 @@ async def test_attempt_scopes_wrap_each_attempt_inside_its_context_and_thread(ki
         ("enter", 2, "request", on_loop, None),
         ("exit", 2, "request", on_loop, None),
     ]
+
+
+@pytest.mark.anyio
+async def test_a_failing_attempt_scope_is_logged_and_the_task_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        def __init__(self, where: str) -> None:
+            self.where = where
+
+        def __enter__(self) -> None:
+            if self.where == "enter":
+                raise RuntimeError("enter")
+
+        def __exit__(self, *info: object) -> None:
+            if self.where == "exit":
+                raise RuntimeError("exit")
+
+    ran: list[int] = []
+    removers = [
+        afterward.add_attempt_scope(lambda task, attempt: Broken("enter")),
+        afterward.add_attempt_scope(lambda task, attempt: Broken("exit")),
+    ]
+    try:
+        tasks = BackgroundTasks()
+        entry = tasks.add_task(ran.append, 1)
+        await tasks()
+    finally:
+        for remove in removers:
+            remove()
+    assert ran == [1]
+    assert entry.status == "succeeded"
+    assert "attempt scope" in caplog.text
+    assert "failed to enter" in caplog.text
+    assert "failed to exit" in caplog.text
