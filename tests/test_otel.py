@@ -443,3 +443,19 @@ async def test_a_sampled_out_attempt_runs_without_a_span_or_an_error(
 
     assert (handle.status, handle.attempts) == ("succeeded", 2)
     assert exporter.get_finished_spans() == ()
+
+
+def test_without_the_api_installed_the_import_says_what_to_install() -> None:
+    code = """
+import sys
+sys.modules["opentelemetry"] = None  # as if it were not installed
+try:
+    import afterward.otel
+except ModuleNotFoundError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (
+        "afterward.otel needs the OpenTelemetry API, which is not installed: "
+        'pip install "afterward[otel]" (or opentelemetry-api).'
+    )

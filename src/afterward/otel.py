@@ -21,9 +21,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as context_api
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+try:
+    from opentelemetry import context as context_api
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError as exc:  # pragma: no cover - tested in a subprocess without the package
+    raise ModuleNotFoundError(
+        "afterward.otel needs the OpenTelemetry API, which is not installed: "
+        'pip install "afterward[otel]" (or opentelemetry-api).',
+        name=exc.name,
+    ) from exc
 
 from . import __version__
 from ._events import add_attempt_scope
