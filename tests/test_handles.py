@@ -54,6 +54,17 @@ def test_ids_are_unique_strings_made_on_first_read() -> None:
     assert first.id != second.id
 
 
+def test_a_forked_process_makes_ids_of_its_own() -> None:
+    from afterward import _handle
+
+    before = BackgroundTasks().add_task(noop).id
+    _handle._new_prefix()  # what `os.register_at_fork` runs in a child
+    after = BackgroundTasks().add_task(noop).id
+    assert len(before) == len(after) == 32
+    assert before[:20] != after[:20]
+    assert after.endswith("1")
+
+
 async def test_inline_statuses_and_timings_of_sync_and_async_tasks() -> None:
     seen: list[str] = []
     tasks = BackgroundTasks()

@@ -8,6 +8,8 @@ and `wait()` makes its event only when someone waits.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
 import uuid
@@ -40,6 +42,21 @@ Status = Literal["pending", "running", "succeeded", "failed", "cancelled", "aban
 
 DONE = frozenset({"succeeded", "failed", "cancelled", "abandoned"})
 """The statuses of a task that has ended."""
+
+
+def _new_prefix() -> None:
+    global _prefix, _ids
+    _prefix = uuid.uuid4().hex[:20]
+    _ids = itertools.count(1)
+
+
+# Ids are a random prefix per process and a counter: unique across processes and hosts, and
+# about ten times cheaper to make than a `uuid4()` each. A forked child gets a prefix of its own.
+_prefix = ""
+_ids = itertools.count(1)
+_new_prefix()
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_new_prefix)
 
 
 class _Waiter:
@@ -92,10 +109,10 @@ class TaskHandle:
 
     @property
     def id(self) -> str:
-        """A unique id (32 hex digits), made when first read."""
+        """A unique id (hex digits), made when first read."""
         task_id = self._id
         if task_id is None:
-            task_id = self._id = uuid.uuid4().hex
+            task_id = self._id = f"{_prefix}{next(_ids):012x}"
         return task_id
 
     @property
