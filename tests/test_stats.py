@@ -220,6 +220,28 @@ async def test_a_starlette_task_in_the_collector_is_run_but_not_counted() -> Non
     assert app.stats().succeeded == 1  # it has no handle to say how it ended
 
 
+async def test_an_error_response_s_tasks_count_in_the_middleware_only_if_handed_off() -> None:
+    async def endpoint(request: Request) -> Response:
+        current_tasks().add_task(send_email)  # not run: the response is an error
+        current_tasks().add_task(afterward.task(notify, always=True))  # run all the same
+        return PlainTextResponse("down", status_code=503)
+
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]))
+    before = afterward.stats()
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
+        assert (await http.get("/")).status_code == 503
+        assert app.supervisor is not None
+        with anyio.fail_after(5):
+            await app.supervisor.wait_idle()
+
+    assert (app.stats().succeeded, app.stats().abandoned) == (1, 0)
+    overall = difference(afterward.stats(), before)
+    assert (overall["succeeded"], overall["abandoned"]) == (1, 1)
+
+
 def test_a_snapshot_is_frozen() -> None:
     figures = afterward.stats()
     with pytest.raises(dataclasses.FrozenInstanceError):
