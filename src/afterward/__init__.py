@@ -21,6 +21,8 @@ from ._params import Depends as Depends
 from ._policy import Task as Task
 from ._policy import TaskPolicy as TaskPolicy
 from ._policy import task as task
+from ._stats import Stats as Stats
+from ._stats import stats as stats
 from ._tasks import BackgroundTask as BackgroundTask
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import ErrorCallback as ErrorCallback
@@ -35,6 +37,7 @@ __all__ = [
     "Depends",
     "ErrorCallback",
     "RunWhen",
+    "Stats",
     "Task",
     "TaskEvent",
     "TaskPolicy",
@@ -44,5 +47,6 @@ __all__ = [
     "current_tasks",
     "inject",
     "on_event",
+    "stats",
     "task",
 ]

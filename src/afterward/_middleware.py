@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._current import RequestSlot, request_slot
 from ._report import level_for, log_not_run, log_not_run_but_always, logger
+from ._stats import Stats, supervisor_stats
 from ._supervisor import Supervisor
 from ._tasks import BackgroundTasks
 
@@ -138,6 +139,21 @@ class BackgroundTasksMiddleware:
         # The common case, without a coroutine: there is room, the collector is queued at once.
         if supervisor is None or not supervisor.try_submit(collector):
             await self._hand_off(collector)
+
+    def stats(self) -> Stats:
+        """Return this middleware's task figures: how its requests' tasks ended, what runs now.
+
+        The figures are those of the middleware's supervisor, which starts with the app (its
+        lifespan startup): the outcomes of the tasks handed to it, run detached or not run (a
+        full queue, `stop_on_error`, the drain deadline). Tasks not handed off at all (an error
+        response, under `run_when="success"`) are counted by `afterward.stats()` only.
+        `running` and `waiting` count requests, as `max_running` and `max_waiting` do. Before
+        the app has started, every figure is zero.
+
+        Returns:
+            A frozen `afterward.Stats` snapshot.
+        """
+        return supervisor_stats(self.supervisor)
 
     def _reason_not_to_run(self, state: _RequestState) -> str | None:
         if self.run_when == "always":

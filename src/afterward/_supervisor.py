@@ -36,6 +36,7 @@ from ._failures import report_failure_now
 from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names, task_extra
 from ._runner import is_batchable, run_sync_batch, run_tasks, settle_sync_stop
+from ._stats import Outcomes, register
 from ._tasks import BackgroundTasks
 from ._tracing import active_hook
 from ._workers import WorkerPool
@@ -92,6 +93,9 @@ class Supervisor:
         self._loop: LoopCaller | None = None
         self._loop_thread = 0
         self._stopped = anyio.Event()
+        # How the tasks handed to it ended, for the middleware's stats(); under `_lock`.
+        self.outcomes = Outcomes(self._lock)
+        register(self)
 
     @property
     def running(self) -> bool:
@@ -154,6 +158,7 @@ class Supervisor:
         """
         if self._state is not _State.RUNNING:
             log_not_run(collector, "the app is shutting down", logging.ERROR)
+            self.outcomes.tally(collector.tasks)
             return
         try:
             room = self._reserve() or await self._wait_for_room()
@@ -166,6 +171,7 @@ class Supervisor:
                 f"to hand them off (max_waiting={self.max_waiting})",
                 logging.WARNING,
             )
+            self.outcomes.tally(collector.tasks)
             raise
         if not room:
             log_not_run(
@@ -174,6 +180,7 @@ class Supervisor:
                 f"none started within {self.handoff_timeout:g} s (handoff_timeout)",
                 logging.ERROR,
             )
+            self.outcomes.tally(collector.tasks)
             return
         self._dispatch(collector, first=True)
 
@@ -241,6 +248,7 @@ class Supervisor:
         """A collector's run has ended: it takes no more tasks."""
         _seal(collector)
         with self._lock:
+            self.outcomes.tally_locked(collector.tasks)
             self._active -= 1
             idle = None
             if self._waiting == 0 and self._active == 0:
