@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from anyio import from_thread
 
 from . import _hop as hop
+from . import _recording as recording
 from ._call import Call
 from ._limiter import task_hop_limiter
 from ._report import entry_name, logger, names
@@ -82,6 +83,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     With `until_sync`, return before the next sync task that can be run directly: the supervisor
     hands those to its worker threads.
     """
+    if recording.recorder is not None and not until_sync and recording.intercept(collector):
+        return  # afterward.testing.record_tasks() is on: recorded, not run
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
