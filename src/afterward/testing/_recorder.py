@@ -16,6 +16,7 @@ from starlette.background import BackgroundTasks as _StarletteTasks
 
 from .. import _recording
 from .._callables import task_name
+from .._policy import Task, TaskPolicy
 from .._report import entry_name
 from .._tasks import BackgroundTasks
 from ._sync import AsyncBackend, PortalSource, run_sync
@@ -45,7 +46,8 @@ class RecordedTask:
         self.args: tuple[Any, ...] = tuple(getattr(entry, "args", ()))
         self.kwargs: dict[str, Any] = dict(getattr(entry, "kwargs", {}))
         self.name = entry_name(entry)
-        self.policy: Any = getattr(entry, "policy", None)
+        policy = getattr(entry, "policy", None)
+        self.policy = policy if isinstance(policy, TaskPolicy) else None
         self.ran = False
         self._source = source
 
@@ -62,7 +64,7 @@ class RecordedTask:
         """Return whether this task calls `func`: a function, a `@task` function, or a name."""
         if isinstance(func, str):
             return self.name == func
-        wanted = getattr(func, "func", func) if _is_policy_task(func) else func
+        wanted = func.func if isinstance(func, Task) else func
         return self.func is wanted or self.func == wanted
 
     def matches(self, func: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -274,16 +276,10 @@ def _flatten(collector: BackgroundTasks, into: list[RecordedTask]) -> None:
             into.append(RecordedTask(entry, collector))
 
 
-def _is_policy_task(func: object) -> bool:
-    """Whether `func` is an `afterward.task(...)` object (its `.func` is the plain function)."""
-    return hasattr(func, "policy") and callable(getattr(func, "func", None))
-
-
 def _func_text(func: object) -> str:
     if isinstance(func, str):
         return func
-    name = getattr(func, "name", None)
-    return name if _is_policy_task(func) and isinstance(name, str) else task_name(func)
+    return func.name if isinstance(func, Task) else task_name(func)
 
 
 def _call_text(func: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
