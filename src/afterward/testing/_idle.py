@@ -78,6 +78,8 @@ async def wait_idle(app: object, *, timeout: float | None = 10.0) -> None:
         TimeoutError: still busy after `timeout` seconds; the message says how busy.
     """
     supervisors = [_supervisor_of(middleware) for middleware in find_middlewares(app)]
+    # A supervisor that has shut down with nothing left is idle for good, seen from any thread.
+    supervisors = [s for s in supervisors if s.running or s.counts() != (0, 0)]
     for supervisor in supervisors:
         if supervisor._loop_thread != threading.get_ident():
             raise RuntimeError(

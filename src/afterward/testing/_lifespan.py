@@ -6,12 +6,16 @@ lifespan for the supervisor that runs tasks detached.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport AnyIO depends on
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["lifespan"]
 
@@ -48,16 +52,26 @@ async def lifespan(
                 # here would cancel the block with an exception group instead.
                 raised.append(exc)
 
-    async with to_app, app_receives, from_app, anyio.create_task_group() as group:
-        group.start_soon(serve)
-        await to_app.send({"type": "lifespan.startup"})
-        await _answer(from_app, "startup", timeout, raised)
-        try:
-            yield
-        finally:
-            await to_app.send({"type": "lifespan.shutdown"})
-            with anyio.CancelScope(shield=True):
-                await _answer(from_app, "shutdown", timeout, raised)
+    error: BaseException | None = None
+    try:
+        async with to_app, app_receives, from_app, anyio.create_task_group() as group:
+            group.start_soon(serve)
+            await to_app.send({"type": "lifespan.startup"})
+            await _answer(from_app, "startup", timeout, raised)
+            try:
+                yield
+            finally:
+                await to_app.send({"type": "lifespan.shutdown"})
+                with anyio.CancelScope(shield=True):
+                    await _answer(from_app, "shutdown", timeout, raised)
+    except BaseExceptionGroup as group_error:
+        # The task group wraps what the block raised (an AssertionError of the test): the test
+        # sees it as it was raised. `serve` raises nothing, so it is the only one.
+        if len(group_error.exceptions) != 1:  # pragma: no cover - `serve` raises nothing
+            raise
+        error = group_error.exceptions[0]
+    if error is not None:
+        raise error  # out here, so that its cause and context stay its own
 
 
 async def _answer(
