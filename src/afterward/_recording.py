@@ -1,9 +1,11 @@
 """The switch that makes collectors record their tasks instead of running them (for tests).
 
-`afterward.testing.record_tasks()` turns it on. Two places look at it, each with one global load
-when it is off: the runner's `run_tasks` (every inline run: `BackgroundTasks.__call__`, the
-FastAPI drop-in, `inject` endpoints, `attach`, the middleware without a lifespan) and the
-supervisor's hand-off (`try_submit`, `submit`: the middleware's detached runs).
+`afterward.testing.record_tasks()` turns it on. Where a collector's tasks would start, a check
+costs one global load when it is off: the runner's `run_tasks` (every inline run:
+`BackgroundTasks.__call__`, the FastAPI drop-in, `inject` endpoints, `attach`, the middleware
+without a lifespan), its `run_task` (one `BackgroundTask` run on its own, as a response's
+`background=`), and the supervisor's hand-off (`try_submit`, `submit`: the middleware's
+detached runs).
 
 The switch is process-wide, not a context variable: Starlette's `TestClient` serves requests on
 an event loop in a thread of its own, where a context variable set by the test would not be
@@ -16,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-__all__ = ["Recorder", "intercept", "recorder", "start", "stop"]
+__all__ = ["Recorder", "intercept", "intercept_task", "recorder", "start", "stop"]
 
 
 class Recorder(Protocol):
@@ -24,6 +26,9 @@ class Recorder(Protocol):
 
     def record_collector(self, collector: Any) -> None:
         """Take a collector's pending tasks (they are marked done in it), without running them."""
+
+    def record_task(self, entry: Any) -> None:
+        """Take one `afterward.BackgroundTask` run on its own (a response's `background=`)."""
 
 
 recorder: Recorder | None = None
@@ -63,4 +68,13 @@ def intercept(collector: object) -> bool:
     if current is None or getattr(collector, "_afterward_replay", False):
         return False
     current.record_collector(collector)
+    return True
+
+
+def intercept_task(entry: object) -> bool:
+    """Give one task run on its own to the active recorder; return whether it took it."""
+    current = recorder
+    if current is None:
+        return False
+    current.record_task(entry)
     return True

@@ -136,6 +136,8 @@ async def run_task(entry: Call) -> None:
     if current is not None and current[0] is entry:
         await run_call(entry, copy_context(), current[1])
         return
+    if recording.recorder is not None and recording.intercept_task(entry):
+        return  # afterward.testing.record_tasks() is on: recorded, not run
     try:
         await run_call(entry, entry.context.copy(), None)
     except Exception as exc:

@@ -191,7 +191,7 @@ class RecordingBackend:
         """Run the recorded tasks not run yet, in order, as afterward would have run them.
 
         Each collector's tasks run together with that collector's options (`stop_on_error`,
-        `on_error`, `limiter`); each task in the context captured by `add_task`, with its
+        `on_error`, `limiter`, `concurrency`); each task in the context captured by `add_task`, with its
         policy; a failure is logged and the next task runs. Tasks that the running tasks queue
         are recorded and run too, before this returns. They run here, in the caller's event
         loop, not in the middleware's supervisor.
@@ -201,12 +201,10 @@ class RecordingBackend:
             if not batch:
                 return
             source = batch[0]._source
-            replay = _Replay(
-                [cast(_StarletteTask, task.entry) for task in batch],
-                stop_on_error=source.stop_on_error,
-                on_error=source.on_error,
-                limiter=source.limiter,
-            )
+            replay = _Replay([cast(_StarletteTask, task.entry) for task in batch])
+            for option, value in vars(source).items():
+                if option in _OPTIONS:  # set on the instance: differs from the class default
+                    setattr(replay, option, value)
             await replay()
             if source.has_pending():
                 # Queued by one of its tasks (`current_tasks()` in a task finds this collector):
@@ -256,6 +254,16 @@ class RecordingBackend:
         _flatten(collector, recorded)
         with self._lock:
             self._tasks.extend(recorded)
+
+    def record_task(self, entry: object) -> None:
+        """Record one task run on its own (a response's `background=`)."""
+        recorded = RecordedTask(entry, BackgroundTasks())
+        with self._lock:
+            self._tasks.append(recorded)
+
+
+# The options of `BackgroundTasks(...)` that a replay keeps from the collector it replays.
+_OPTIONS = frozenset({"stop_on_error", "on_error", "limiter", "concurrency"})
 
 
 class _Replay(BackgroundTasks):
