@@ -136,7 +136,7 @@ def test_a_recorded_entry_is_the_handle_add_task_returned() -> None:
     assert call.entry is handle
     assert handle.status == "pending"
     recorded.run_sync()
-    assert done == ["welcome a@b.c en as nobody"]
+    assert (handle.status, done) == ("succeeded", ["welcome a@b.c en as nobody"])
 
 
 @pytest.mark.anyio
@@ -354,3 +354,70 @@ async def test_a_backend_enqueue_records_like_a_collector() -> None:
     assert recorded.calls[0].entry is entry
     await recorded.run()
     assert done == ["welcome enqueued en as nobody"]
+
+
+# -- handles, events and policies ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_recording_abandons_nothing_and_run_applies_the_policy() -> None:
+    attempts: list[int] = []
+
+    @task(retries=1, backoff=0.0)
+    async def flaky() -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) == 1:
+            raise ConnectionError("first attempt fails")
+
+    kinds: list[str] = []
+    stop = afterward.on_event(lambda event: kinds.append(event.kind))
+    try:
+        with record_tasks() as recorded:
+            tasks = BackgroundTasks()
+            handle = tasks.add_task(flaky)
+            await tasks()
+        assert kinds == ["queued"]  # recorded: neither run nor abandoned
+        assert (handle.status, recorded.pending[0].entry) == ("pending", handle)
+        await recorded.run()
+    finally:
+        stop()
+    assert attempts == [1, 2]
+    assert kinds == ["queued", "started", "retrying", "started", "succeeded"]
+    assert (handle.status, handle.attempts) == ("succeeded", 2)
+
+
+@pytest.mark.anyio
+async def test_run_keeps_the_collectors_concurrency() -> None:
+    both_started = anyio.Event()
+    started: list[str] = []
+
+    async def meet(name: str) -> None:
+        started.append(name)
+        if len(started) == 2:
+            both_started.set()
+        with anyio.fail_after(5):
+            await both_started.wait()  # only returns if the two run at once
+
+    with record_tasks() as recorded:
+        tasks = BackgroundTasks(concurrency=2)
+        tasks.add_task(meet, "a")
+        tasks.add_task(meet, "b")
+        await tasks()
+    assert started == []
+    await recorded.run()
+    assert sorted(started) == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_a_lone_background_task_of_a_response_is_recorded() -> None:
+    async def endpoint(request: Request) -> Response:
+        lone = afterward.BackgroundTask(send_welcome, "lone@y.z")
+        return PlainTextResponse("ok", background=lone)
+
+    with record_tasks() as recorded:
+        async with client(Starlette(routes=[Route("/", endpoint)])) as http:
+            await http.get("/")
+    recorded.assert_called_once(send_welcome, "lone@y.z")
+    assert done == []
+    await recorded.run()
+    assert done == ["welcome lone@y.z en as nobody"]

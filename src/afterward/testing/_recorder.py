@@ -191,10 +191,10 @@ class RecordingBackend:
         """Run the recorded tasks not run yet, in order, as afterward would have run them.
 
         Each collector's tasks run together with that collector's options (`stop_on_error`,
-        `on_error`, `limiter`, `concurrency`); each task in the context captured by `add_task`, with its
-        policy; a failure is logged and the next task runs. Tasks that the running tasks queue
-        are recorded and run too, before this returns. They run here, in the caller's event
-        loop, not in the middleware's supervisor.
+        `on_error`, `limiter`, `concurrency`); each task in the context captured by `add_task`,
+        with its policy; a failure is logged and the next task runs. Tasks that the running
+        tasks queue are recorded and run too, before this returns. They run here, in the
+        caller's event loop, not in the middleware's supervisor.
         """
         while True:
             batch = self._take_batch()
@@ -275,7 +275,8 @@ class _Replay(BackgroundTasks):
 def _flatten(collector: BackgroundTasks, into: list[RecordedTask]) -> None:
     # A collector may hold collectors (`attach` merges a response's own background with the
     # request's collector): record their tasks one by one, each with the collector it came from.
-    for entry in collector.skip_pending():
+    # Taken as the runner takes them, not skipped: skipping would mark the handles abandoned.
+    while (entry := collector.take_next()) is not None:
         if isinstance(entry, BackgroundTasks):
             _flatten(entry, into)
         elif isinstance(entry, _StarletteTasks):
