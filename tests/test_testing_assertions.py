@@ -111,3 +111,8 @@ def test_clear_forgets_and_the_sequence_views_follow_the_order() -> None:
     )
     recorded.clear()
     assert (len(recorded), recorded.names) == (0, [])
+
+
+def test_a_name_that_was_not_recorded_is_named_in_the_message() -> None:
+    with pytest.raises(AssertionError, match=r"^Expected one task calling mail\.send, found 0\."):
+        RecordingBackend().assert_called_once("mail.send")

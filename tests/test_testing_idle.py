@@ -243,3 +243,43 @@ async def test_lifespan_runs_startup_before_and_shutdown_after_the_block() -> No
             raise AssertionError("the test's own failure")
     assert events[-1] == "shutdown"
     assert len(events) == 5
+
+
+@pytest.mark.anyio
+async def test_lifespan_reports_an_answer_out_of_protocol() -> None:
+    async def confused(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with pytest.raises(RuntimeError, match=r"Expected lifespan.startup.complete, got 'lifespan"):
+        async with lifespan(confused):
+            pytest.fail("the block must not run")
+
+
+@pytest.mark.anyio
+async def test_lifespan_does_not_wait_for_an_app_that_failed_and_still_listens() -> None:
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        await receive()  # never comes
+
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match=r"startup failed: no database"):
+        async with lifespan(failing):
+            pytest.fail("the block must not run")
+
+
+@pytest.mark.anyio
+async def test_lifespan_shuts_the_app_down_when_the_block_is_cancelled() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def app_lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await anyio.lowlevel.checkpoint()
+        events.append("shutdown")
+
+    with anyio.CancelScope() as scope:
+        async with lifespan(Starlette(lifespan=app_lifespan)):
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert events == ["shutdown"]

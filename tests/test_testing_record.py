@@ -421,3 +421,28 @@ async def test_a_lone_background_task_of_a_response_is_recorded() -> None:
     assert done == []
     await recorded.run()
     assert done == ["welcome lone@y.z en as nobody"]
+
+
+@pytest.mark.anyio
+async def test_a_starlette_collector_inside_an_afterward_one_is_recorded_task_by_task() -> None:
+    from starlette.background import BackgroundTasks as StarletteTasks
+
+    inner = StarletteTasks()
+    inner.add_task(send_welcome, "inner@y.z")
+    with record_tasks() as recorded:
+        await BackgroundTasks([inner])()
+    assert [call.args for call in recorded] == [("inner@y.z",)]
+    await recorded.run()
+    assert done == ["welcome inner@y.z en as nobody"]
+
+
+def test_the_switch_is_off_outside_a_block_and_stopping_twice_is_harmless() -> None:
+    from afterward import _recording
+
+    assert not _recording.intercept(BackgroundTasks())
+    assert not _recording.intercept_task(afterward.BackgroundTask(send_welcome, "x"))
+    recorder = RecordingBackend()
+    _recording.start(recorder)
+    _recording.stop(recorder)
+    _recording.stop(recorder)
+    assert _recording.recorder is None

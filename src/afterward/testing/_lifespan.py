@@ -43,27 +43,37 @@ async def lifespan(
 
     raised: list[Exception] = []
 
+    # Shielded, as a server's lifespan task is not cancelled with the requests: a block cancelled
+    # from outside still gets the app's shutdown. Cancelled by us only if the app fails.
+    app_scope = anyio.CancelScope(shield=True)
+
     async def serve() -> None:
-        async with app_sends:
-            try:
-                await app(scope, app_receives.receive, app_sends.send)
-            except Exception as exc:
-                # Reported by `_answer`, as the cause of the answer that never came: raising it
-                # here would cancel the block with an exception group instead.
-                raised.append(exc)
+        with app_scope:
+            async with app_sends:
+                try:
+                    await app(scope, app_receives.receive, app_sends.send)
+                except Exception as exc:
+                    # Reported by `_answer`, as the cause of the answer that never came: raising
+                    # it here would cancel the block with an exception group instead.
+                    raised.append(exc)
 
     error: BaseException | None = None
     try:
         async with to_app, app_receives, from_app, anyio.create_task_group() as group:
             group.start_soon(serve)
-            await to_app.send({"type": "lifespan.startup"})
-            await _answer(from_app, "startup", timeout, raised)
             try:
-                yield
-            finally:
-                await to_app.send({"type": "lifespan.shutdown"})
-                with anyio.CancelScope(shield=True):
-                    await _answer(from_app, "shutdown", timeout, raised)
+                await to_app.send({"type": "lifespan.startup"})
+                await _answer(from_app, "startup", timeout, raised)
+                try:
+                    yield
+                finally:
+                    # Shielded: a block cancelled from outside still shuts the app down.
+                    with anyio.CancelScope(shield=True):
+                        await to_app.send({"type": "lifespan.shutdown"})
+                        await _answer(from_app, "shutdown", timeout, raised)
+            except BaseException:
+                app_scope.cancel()  # an app that failed may still wait for messages
+                raise
     except BaseExceptionGroup as group_error:
         # The task group wraps what the block raised (an AssertionError of the test): the test
         # sees it as it was raised. `serve` raises nothing, so it is the only one.
