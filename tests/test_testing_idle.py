@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from afterward import BackgroundTasksMiddleware, current_tasks
-from afterward.testing import IdleWaiter, lifespan, wait_idle, wait_idle_sync
+from afterward.testing import IdleWaiter, lifespan, record_tasks, wait_idle, wait_idle_sync
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using `httpx` with `starlette.testclient` is deprecated"
@@ -283,3 +283,19 @@ async def test_lifespan_shuts_the_app_down_when_the_block_is_cancelled() -> None
             scope.cancel()
             await anyio.sleep_forever()
     assert events == ["shutdown"]
+
+
+def test_wait_idle_sync_and_run_sync_through_a_trio_testclient() -> None:
+    gate = Gate()
+    app = starlette_app(gate)
+    with TestClient(app, backend="trio") as http:
+        http.get("/")
+        gate.open.set()
+        wait_idle_sync(http)
+        assert gate.ran == ["sync", "async"]
+        with record_tasks() as recorded:
+            http.get("/")
+        wait_idle_sync(http)
+        assert gate.ran == ["sync", "async"]  # recorded, not run
+        recorded.run_sync(http)  # on the app's trio loop
+        assert gate.ran == ["sync", "async"] * 2
