@@ -446,3 +446,22 @@ def test_the_switch_is_off_outside_a_block_and_stopping_twice_is_harmless() -> N
     _recording.stop(recorder)
     _recording.stop(recorder)
     assert _recording.recorder is None
+
+
+@pytest.mark.anyio
+async def test_the_middleware_records_the_tasks_of_a_failed_request_it_runs_always() -> None:
+    async def endpoint(request: Request) -> Response:
+        current_tasks().add_task(send_welcome, "failed@y.z")
+        raise RuntimeError("the endpoint failed")
+
+    app = Starlette(
+        routes=[Route("/", endpoint)],
+        middleware=[Middleware(BackgroundTasksMiddleware, run_when="always")],
+    )
+    with record_tasks() as recorded:
+        async with lifespan(app), client(app) as http:
+            with pytest.raises(RuntimeError, match="the endpoint failed"):
+                await http.get("/")
+            await wait_idle(app)
+    recorded.assert_called_once(send_welcome, "failed@y.z")
+    assert done == []
