@@ -2,7 +2,7 @@
 
 `add_task` returns the entry itself, which is the handle. A handle nobody looks at must cost
 nothing measurable, so everything about it is a class-level default until it changes: the runner
-writes a few attributes per task (status, attempts, timestamps), the id is made on first read,
+writes a few attributes per task (status, timestamps), the id is made on first read,
 and `wait()` makes its event only when someone waits.
 """
 
@@ -76,14 +76,19 @@ class TaskHandle:
 
     status: Status = "pending"
     exception: BaseException | None = None
-    attempts: int = 0
     queued_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
     policy: TaskPolicy | None = None
+    _attempts = 0  # written by attempt-by-attempt runs only; a fast path's is 1 once started
     _id: str | None = None
     _waiter: _Waiter | None = None
     _duration: float | None = None  # of the last failed attempt, for the log line
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts have started (0 before the first)."""
+        return self._attempts or (0 if self.started_at is None else 1)
 
     @property
     def id(self) -> str:
@@ -132,7 +137,7 @@ def finish(task: TaskHandle, status: Status, finished_at: float) -> None:
 def start(task: Call, attempt: int, now: float) -> None:
     """Attempt number `attempt` of `task` starts."""
     task.status = "running"
-    task.attempts = attempt
+    task._attempts = attempt
     if attempt == 1:
         task.started_at = now
 

@@ -6,7 +6,7 @@ async tasks are awaited on the event loop. Each task runs in a copy of the conte
 it was added. A task that raises is logged and reported, and the next one runs. Cancellation is
 never swallowed: the tasks it prevents are logged by name before it propagates.
 
-Each afterward entry is its own handle: the fast paths write its status, attempts and times;
+Each afterward entry is its own handle: the fast paths write its status and times;
 an entry with a policy, one that overrides `__call__`, and every entry while event callbacks or
 attempt scopes are registered, is run attempt by attempt by `_attempt.run_attempts` instead
 (without batching). A collector made with `concurrency=N` runs up to N entries at once, each on
@@ -31,7 +31,7 @@ from . import _hop as hop
 from . import _recording as recording
 from ._attempt import run_attempts
 from ._call import Call
-from ._events import hooked
+from ._events import listeners, scopes, succeeded_counter
 from ._handle import abandon, cancel, fail, succeed
 from ._limiter import task_hop_limiter
 from ._report import entry_name, logger, names, task_extra
@@ -101,7 +101,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
-    managed = hooked()  # event callbacks or attempt scopes: every entry runs attempt by attempt
+    # Event callbacks or attempt scopes: every entry runs attempt by attempt.
+    managed = bool(listeners or scopes)
     stop_before_sync = until_sync and hook is None and not managed
     try:
         while True:
@@ -119,7 +120,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                 await _run_managed(collector, entry)
             elif entry.is_async:
                 started = time.time()
-                entry.status, entry.attempts, entry.started_at = "running", 1, started
+                entry.status, entry.started_at = "running", started
                 try:
                     suspended = start_async(entry)
                     if suspended is not None:
@@ -128,7 +129,11 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     fail(entry, exc, 1, started)
                     await _report_failure(collector, entry, exc)
                 else:
-                    succeed(entry, 1, started)
+                    # `succeed()`, written out: no callback or scope to serve on this path.
+                    entry.finished_at, entry.status = time.time(), "succeeded"
+                    next(succeeded_counter)
+                    if entry._waiter is not None:
+                        entry._waiter.wake()
             else:
                 running, waiting = None, entry
                 stopped = await hop.run_sync(
@@ -325,7 +330,7 @@ def run_sync_batch(
     while True:
         context = entry.context.copy()
         started = time.time()
-        entry.status, entry.attempts, entry.started_at = "running", 1, started
+        entry.status, entry.started_at = "running", started
         try:
             result = _call_sync(entry, context)
         except BaseException as exc:
@@ -335,7 +340,14 @@ def run_sync_batch(
             return entry, context, exc
         if result is not None and inspect.isawaitable(result):
             return entry, context, result  # the entry goes on, on the loop
-        succeed(entry, 1, started)
+        # `succeed()`, written out (callbacks registered meanwhile get their event there).
+        if listeners:
+            succeed(entry, 1, started)
+        else:
+            entry.finished_at, entry.status = time.time(), "succeeded"
+            next(succeeded_counter)
+            if entry._waiter is not None:
+                entry._waiter.wake()
         try:
             following = take(collector)
         except BaseException as exc:
