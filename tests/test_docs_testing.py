@@ -8,9 +8,13 @@ from typing import Any, cast
 
 import pytest
 
+import afterward._recording
+from afterward.testing import IdleWaiter, record_tasks
 from docs_blocks import blocks, run_blocks
 
 PAGE = "testing.md"
+
+pytest_plugins = ["pytester"]
 
 # On Python 3.10 there is no httpx2 (see pyproject.toml), and recent Starlette's TestClient warns
 # that it falls back to httpx; the examples are the same either way.
@@ -24,8 +28,14 @@ def test_every_block_of_the_page_is_run_by_a_test_here() -> None:
         "app",
         "testclient",
         "httpx",
+        "record",
+        "record-async",
         "held",
         "inject-direct",
+        "middleware-app",
+        "wait-idle-sync",
+        "wait-idle-async",
+        "fixtures",
         "caplog",
         "fixture",
     ]
@@ -40,6 +50,20 @@ def test_the_testclient_example_sees_the_task_already_run() -> None:
 async def test_the_httpx_example_sees_the_task_already_run() -> None:
     example = run_blocks(PAGE, "app", "httpx")
     await example.test_sign_up_sends_a_welcome_async()
+
+
+def test_the_record_example_asserts_on_the_queued_task_then_runs_it() -> None:
+    example = run_blocks(PAGE, "app", "testclient", "record")
+    example.test_sign_up_queues_a_welcome_in_french()
+    assert afterward._recording.recorder is None  # the block has ended: tasks run again
+    example.outbox.clear()
+    example.test_sign_up_sends_a_welcome()
+
+
+@pytest.mark.anyio
+async def test_the_async_record_example_sees_the_policy_then_runs_the_task() -> None:
+    example = run_blocks(PAGE, "app", "record-async")
+    await example.test_create_account_notifies_sales_with_retries()
 
 
 def test_the_held_collector_example_sees_the_queued_task_and_nothing_runs() -> None:
@@ -90,3 +114,32 @@ def test_the_fixture_lets_a_test_without_failures_pass(caplog: pytest.LogCapture
     example = run_blocks(PAGE, "app", "testclient", "caplog", "fixture")
     with caplog.at_level(logging.INFO):
         run_fixture(example.fail_on_task_errors, caplog, example.test_sign_up_sends_a_welcome)
+
+
+def test_the_testclient_example_waits_for_the_detached_task() -> None:
+    example = run_blocks(PAGE, "app", "testclient", "middleware-app", "wait-idle-sync")
+    example.test_an_invitation_sends_a_welcome()
+
+
+@pytest.mark.anyio
+async def test_the_httpx_example_runs_the_lifespan_and_waits_for_the_detached_task() -> None:
+    example = run_blocks(PAGE, "app", "middleware-app", "wait-idle-async")
+    await example.test_an_invitation_sends_a_welcome_async()
+
+
+def test_the_fixture_examples_pass_given_the_fixtures_values() -> None:
+    example = run_blocks(PAGE, "app", "testclient", "middleware-app", "fixtures")
+    with record_tasks() as recorded:
+        example.test_sign_up_queues_a_welcome_recorded(recorded)
+    example.test_an_invitation_sends_a_welcome_waited(IdleWaiter())
+
+
+def test_the_fixture_examples_get_their_fixtures_from_the_plugin(pytester: pytest.Pytester) -> None:
+    page = blocks(PAGE)
+    code = "\n\n".join(
+        page[label][1] for label in ("app", "testclient", "middleware-app", "fixtures")
+    )
+    pytester.makepyfile(test_page=code)
+    for name in ("recorded", "waited"):  # each in a fresh import of the module: a new outbox
+        result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", name)
+        result.assert_outcomes(passed=1, deselected=2)

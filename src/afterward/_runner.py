@@ -28,6 +28,7 @@ import anyio
 from anyio import from_thread
 
 from . import _hop as hop
+from . import _recording as recording
 from ._attempt import run_attempts
 from ._call import Call
 from ._events import listeners, scopes, succeeded_counter
@@ -92,6 +93,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     hands those to its worker threads. A collector with `concurrency` above 1 runs all its
     entries here, up to that many at once.
     """
+    if recording.recorder is not None and not until_sync and recording.intercept(collector):
+        return  # afterward.testing.record_tasks() is on: recorded, not run
     if collector.concurrency != 1:
         await _run_concurrently(collector)
         return
@@ -159,6 +162,8 @@ async def run_task(entry: Call) -> None:
     if current is not None and current[0] is entry:
         await run_call(entry, copy_context(), current[1])
         return
+    if recording.recorder is not None and recording.intercept_task(entry):
+        return  # afterward.testing.record_tasks() is on: recorded, not run
     try:
         if entry.runs_directly:
             await run_attempts(entry, None, _run_override)

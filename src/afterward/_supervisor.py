@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskGroup
 
+from . import _recording as recording
 from ._call import Call
 from ._events import listeners, scopes
 from ._failures import report_failure_now
@@ -143,6 +144,8 @@ class Supervisor:
         """
         if self._state is not _State.RUNNING:
             return False
+        if recording.recorder is not None and recording.intercept(collector):
+            return True  # afterward.testing.record_tasks() is on: recorded, not run
         with self._lock:
             if self._waiting >= self.max_waiting:
                 return False
@@ -160,6 +163,8 @@ class Supervisor:
             log_not_run(collector, "the app is shutting down", logging.ERROR)
             self.outcomes.tally(collector.tasks)
             return
+        if recording.recorder is not None and recording.intercept(collector):
+            return  # afterward.testing.record_tasks() is on: recorded, not run
         try:
             room = self._reserve() or await self._wait_for_room()
         except BaseException as exc:
