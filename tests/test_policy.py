@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,38 @@ def test_retries_after_counts_attempts_and_checks_the_type() -> None:
     assert policy.retries_after(ConnectionError(), 2)
     assert not policy.retries_after(ConnectionError(), 3)
     assert not policy.retries_after(ValueError(), 1)
+
+
+def test_a_task_looks_like_its_function_to_introspection() -> None:
+    async def send_email(to: str, *, subject: str = "hi") -> None:
+        """Send an e-mail."""
+
+    def plain(n: int) -> int:
+        return n
+
+    made: Any
+    for made in (task(send_email), task(retries=2)(send_email), task(task(plain), retries=1)):
+        func = made.func
+        assert made.__name__ == func.__name__
+        assert made.__qualname__ == func.__qualname__
+        assert made.__module__ == func.__module__
+        assert made.__doc__ == func.__doc__
+        assert made.__wrapped__ is func
+        assert inspect.signature(made) == inspect.signature(func)
+    wrapped: Any = task(send_email)
+    assert inspect.iscoroutinefunction(wrapped.__wrapped__)
+
+
+@task(retries=2)
+def _module_level_task(n: int) -> int:
+    return n
+
+
+def test_a_task_pickles_by_reference_when_it_is_the_module_level_name() -> None:
+    import pickle
+
+    assert pickle.loads(pickle.dumps(_module_level_task)) is _module_level_task
+    made = task(_module_level_task, retries=5)  # not the module's name: pickled by its parts
+    copy = pickle.loads(pickle.dumps(made))
+    assert copy.policy == made.policy
+    assert copy(3) == 3

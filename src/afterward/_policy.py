@@ -9,8 +9,10 @@ the entry runs the function itself and carries the policy, which the runner appl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import random
+import sys
 import types
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
@@ -79,12 +81,16 @@ class Task(TaskWrapper, Generic[P, R]):
         name: The task's name (`policy.name`).
     """
 
-    __slots__ = ("__weakref__", "_shape", "func", "policy")
+    __slots__ = ("__dict__", "__weakref__", "_shape", "func", "policy")
 
     def __init__(self, func: Callable[P, R], policy: TaskPolicy) -> None:
         self.func = func
         self.policy = policy
         self._shape: TaskShape | None = None
+        # Like `functools.wraps`: `__name__`, `__qualname__`, `__module__`, `__doc__` and
+        # `__wrapped__` are the function's, so `inspect.signature`, documentation tools and
+        # frameworks that look at the callable see the function, not this wrapper.
+        functools.update_wrapper(self, func)
 
     @property
     def name(self) -> str:
@@ -103,6 +109,19 @@ class Task(TaskWrapper, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.policy.name}>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # A decorated module-level function is pickled by reference, as the function would be
+        # (the module's name for it is now this Task); any other Task by its function and policy,
+        # the function by way of the module's Task for it where that is what the module holds.
+        names = self.__dict__
+        if _lookup(names.get("__module__"), names.get("__qualname__")) is self:
+            return str(names["__qualname__"])
+        source: Any = self.func
+        named = _lookup(getattr(source, "__module__", None), getattr(source, "__qualname__", None))
+        if isinstance(named, Task) and named.func is source:
+            source = named
+        return (_rebuild, (source, self.policy))
 
     def task_shape(self) -> TaskShape:
         """Return the shape `add_task` checks calls against: the function's, with the policy."""
@@ -235,6 +254,20 @@ def _wrap(func: Callable[..., Any], options: dict[str, Any]) -> Task[..., Any]:
             f"function async."
         )
     return _make(target, policy)
+
+
+def _lookup(module: object, qualname: object) -> object:
+    """Return what module `module` holds under `qualname` (None if nothing)."""
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _rebuild(source: Callable[..., Any], policy: TaskPolicy) -> Task[..., Any]:
+    return _make(source.func if isinstance(source, Task) else source, policy)
 
 
 def _make(func: Callable[..., Any], policy: TaskPolicy) -> Task[..., Any]:
