@@ -8,6 +8,7 @@ in order, each failure logged by name without stopping the others.
 from __future__ import annotations
 
 from ._attach import attach as attach
+from ._backend import Backend as Backend
 from ._current import current_tasks as current_tasks
 from ._inject import inject as inject
 from ._limiter import DEFAULT_THREAD_LIMIT as DEFAULT_THREAD_LIMIT
@@ -23,6 +24,7 @@ __version__ = "0.1.1"
 
 __all__ = [
     "DEFAULT_THREAD_LIMIT",
+    "Backend",
     "BackgroundTask",
     "BackgroundTasks",
     "BackgroundTasksMiddleware",

@@ -10,6 +10,7 @@ from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 from typing_extensions import ParamSpec
 
+from ._backend import Backend, check_backend, enqueue_entries
 from ._call import Call
 from ._callables import TaskShape, check_call
 from ._report import names
@@ -86,12 +87,16 @@ class BackgroundTasks(_StarletteTasks):
         on_error: `on_error(task, exc)`, sync or async, called after a task raised.
         limiter: Limiter for the worker threads of sync tasks. Defaults to
             `afterward.current_default_thread_limiter()`.
+        backend: Where the tasks run (see `afterward.Backend`): each task is checked by
+            `backend.validate` when it is added, and running the collector hands its tasks to
+            `backend.enqueue` instead of running them here. None (the default): in this process.
     """
 
     tasks: list[_StarletteTask]
     stop_on_error: bool = False
     on_error: ErrorCallback | None = None
     limiter: CapacityLimiter | None = None
+    backend: Backend | None = None
     _next: int = 0  # index of the first task that has not been started yet
     _running = False  # a run is in progress (see `__call__`)
 
@@ -102,6 +107,7 @@ class BackgroundTasks(_StarletteTasks):
         stop_on_error: bool = False,
         on_error: ErrorCallback | None = None,
         limiter: CapacityLimiter | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if on_error is not None and not callable(on_error):
             raise TypeError(
@@ -115,6 +121,8 @@ class BackgroundTasks(_StarletteTasks):
             self.on_error = on_error
         if limiter is not None:
             self.limiter = limiter
+        if backend is not None:
+            self.use_backend(backend)
 
     def __repr__(self) -> str:
         return f"<BackgroundTasks [{names(self.tasks)}]>"
@@ -132,7 +140,25 @@ class BackgroundTasks(_StarletteTasks):
         # (timeit, CPython 3.11).
         task: BackgroundTask = object.__new__(BackgroundTask)
         _fill(task, func, args, kwargs, shape)
+        if self.backend is not None:
+            self.backend.validate(task)
         self.tasks.append(task)
+
+    def use_backend(self, backend: Backend) -> None:
+        """Send this collector's tasks to `backend` (see `afterward.Backend`).
+
+        Raises:
+            TypeError: `backend` is not a `Backend`, or refuses a task already added.
+        """
+        check_backend(backend)
+        for task in self.tasks:
+            if not isinstance(task, BackgroundTask):
+                raise TypeError(
+                    f"{task!r} cannot be sent to {type(backend).__name__}: a backend only "
+                    f"takes afterward tasks. Add it with add_task(func, *args, **kwargs)."
+                )
+            backend.validate(task)
+        self.backend = backend
 
     @property
     def pending(self) -> list[_StarletteTask]:
@@ -177,6 +203,9 @@ class BackgroundTasks(_StarletteTasks):
         task still runs exactly once.
         """
         if self._running:
+            return
+        if self.backend is not None:
+            await enqueue_entries(self.backend, self.skip_pending())
             return
         self._running = True
         try:
