@@ -45,12 +45,12 @@ def test_collector_starts_empty() -> None:
     assert BackgroundTasks([]).tasks == []
 
 
-def test_add_task_appends_an_entry_keeping_func_args_and_kwargs() -> None:
+def test_add_task_appends_an_entry_keeping_func_args_and_kwargs_and_returns_it() -> None:
     tasks = BackgroundTasks()
-    result = tasks.add_task(write_log, "hello", level="debug")  # type: ignore[func-returns-value]
+    result = tasks.add_task(write_log, "hello", level="debug")
     tasks.add_task(notify, "a@example.com")
-    assert result is None
     first, second = tasks.tasks
+    assert result is first
     assert isinstance(first, BackgroundTask)
     assert (first.func, first.args, first.kwargs) == (write_log, ("hello",), {"level": "debug"})
     assert (first.name, first.is_async) == (f"{HERE}.write_log", False)

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, ClassVar
 
+from ._handle import TaskHandle
+
 __all__ = ["Call"]
 
 
-class Call:
-    """`func(*args, **kwargs)`, checked when it was added, to run in `context`.
+class Call(TaskHandle):
+    """`func(*args, **kwargs)`, checked when it was added, to run in `context`; its own handle.
 
     Attributes:
         func: The function to call.

@@ -16,7 +16,14 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TaskShape", "check_call", "describe", "task_name"]
+__all__ = [
+    "TaskShape",
+    "TaskWrapper",
+    "check_call",
+    "describe",
+    "is_async_callable",
+    "task_name",
+]
 
 _MAX_CACHED = 4096
 _P = inspect.Parameter
@@ -45,7 +52,9 @@ class TaskShape:
         "max_positional_call",
         "min_positional",
         "name",
+        "policy",
         "signature",
+        "target",
     )
 
     def __init__(self, name: str, is_async: bool, signature: inspect.Signature | None) -> None:
@@ -53,6 +62,9 @@ class TaskShape:
         self.is_async = is_async
         self.signature = signature
         self.checkable = signature is not None
+        # Set for an `afterward.task`: the function the entry runs, and the policy it carries.
+        self.target: Any = None
+        self.policy: Any = None
         positional: list[str] = []
         required_positional: list[str] = []
         positional_only: set[str] = set()
@@ -92,6 +104,16 @@ class TaskShape:
         if self._required_keyword_only:
             self.max_positional_call = NO_POSITIONAL_CALL
 
+    def with_policy(self, target: Any, policy: Any) -> TaskShape:
+        """Return a copy of this shape for `target` run with `policy` (named by the policy)."""
+        shape = object.__new__(TaskShape)
+        for slot in TaskShape.__slots__:
+            setattr(shape, slot, getattr(self, slot))
+        shape.name = policy.name
+        shape.target = target
+        shape.policy = policy
+        return shape
+
     def binds(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Return whether `func(*args, **kwargs)` would bind to this signature."""
         if not kwargs:
@@ -111,6 +133,16 @@ class TaskShape:
             if key not in kwargs or key in self._positional_only:
                 return False
         return all(key in kwargs for key in self._required_keyword_only)
+
+
+class TaskWrapper:
+    """A callable that knows its own shape: `afterward.Task`, which carries a policy."""
+
+    __slots__ = ()
+
+    def task_shape(self) -> TaskShape:
+        """Return the shape of the call this object stands for."""
+        raise NotImplementedError
 
 
 # The cache holds shapes, never the callables: a function or callable instance made per request
@@ -166,7 +198,7 @@ def describe(func: Any) -> TaskShape:
     shape = _builtins.get(func) if _is_module_builtin(func) else None
     if shape is not None:
         return shape
-    shape = _build(func)
+    shape = func.task_shape() if isinstance(func, TaskWrapper) else _build(func)
     _remember(table, key, func, shape)
     return shape
 
@@ -215,7 +247,7 @@ def _build(func: Any) -> TaskShape:
         signature: inspect.Signature | None = inspect.signature(func)
     except (TypeError, ValueError):
         signature = None  # some builtins have no introspectable signature; accept any call
-    return TaskShape(task_name(func), _is_async(func), signature)
+    return TaskShape(task_name(func), is_async_callable(func), signature)
 
 
 def _binding_message(
@@ -242,7 +274,8 @@ def _binding_message(
     )
 
 
-def _is_async(func: Any) -> bool:
+def is_async_callable(func: Any) -> bool:
+    """Return whether afterward awaits `func` on the event loop (else: a worker thread)."""
     # Same rule as Starlette's `is_async_callable`, so tasks are classified identically after a
     # migration: look at the object and its `__call__` (`check_call` has unwrapped partials).
     if inspect.isclass(func):

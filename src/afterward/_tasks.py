@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from typing_extensions import ParamSpec
 from ._backend import Backend, check_backend, enqueue_entries
 from ._call import Call
 from ._callables import TaskShape, check_call
+from ._events import emit, listeners
 from ._report import names
 from ._runner import run_task, run_tasks
 
@@ -127,8 +129,16 @@ class BackgroundTasks(_StarletteTasks):
     def __repr__(self) -> str:
         return f"<BackgroundTasks [{names(self.tasks)}]>"
 
-    def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
-        """Add `func(*args, **kwargs)` to run after the response.
+    def add_task(  # type: ignore[override]  # Starlette's returns None: the handle is extra
+        self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs
+    ) -> BackgroundTask:
+        """Add `func(*args, **kwargs)` to run after the response; return its handle.
+
+        `func` may be an `afterward.task`: the entry runs its function with its policy.
+
+        Returns:
+            The entry, an `afterward.BackgroundTask`: its `status`, `exception`, timings and
+            `await wait()` tell what became of it. (Starlette's `add_task` returns None.)
 
         Raises:
             TypeError: `func` is not callable, is a coroutine object (`f()` instead of `f`), or the
@@ -143,6 +153,9 @@ class BackgroundTasks(_StarletteTasks):
         if self.backend is not None:
             self.backend.validate(task)
         self.tasks.append(task)
+        if listeners:
+            emit("queued", task, 0)
+        return task
 
     def use_backend(self, backend: Backend) -> None:
         """Send this collector's tasks to `backend` (see `afterward.Backend`).
@@ -221,7 +234,12 @@ def _fill(
     kwargs: dict[str, Any],
     shape: TaskShape,
 ) -> None:
-    task.func = func
+    if shape.policy is None:
+        task.func = func
+    else:  # an `afterward.task`: run its function, with its policy
+        task.func = shape.target
+        task.policy = shape.policy
+    task.queued_at = time.time()
     task.args = args
     task.kwargs = kwargs
     task.is_async = shape.is_async

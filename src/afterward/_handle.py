@@ -1,0 +1,111 @@
+"""The handle side of a task: its status, timings and outcome, and `await task.wait()`.
+
+`add_task` returns the entry itself, which is the handle. A handle nobody looks at must cost
+nothing measurable, so everything about it is a class-level default until it changes: the runner
+writes a few attributes per task (status, attempts, timestamps), the id is made on first read,
+and `wait()` makes its event only when someone waits.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from ._loopcall import LoopCaller
+
+if TYPE_CHECKING:
+    from ._policy import TaskPolicy
+
+__all__ = ["DONE", "Status", "TaskHandle", "finish"]
+
+Status = Literal["pending", "running", "succeeded", "failed", "cancelled", "abandoned"]
+"""Where a task is: see `TaskHandle.status`."""
+
+DONE = frozenset({"succeeded", "failed", "cancelled", "abandoned"})
+"""The statuses of a task that has ended."""
+
+
+class _Waiter:
+    """The event `wait()` waits on, and the way to set it on its loop from any thread."""
+
+    __slots__ = ("event", "loop", "thread")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.loop = LoopCaller.current()
+        self.thread = threading.get_ident()
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread:
+            self.event.set()
+        else:
+            self.loop.call_soon(self.event.set)
+
+
+class TaskHandle:
+    """What can be known about one task: status, attempts, timings, exception.
+
+    Attributes:
+        status: `"pending"` (queued), `"running"`, `"succeeded"`, `"failed"` (its last attempt
+            raised), `"cancelled"` (stopped while it ran: shutdown, a cancelled request) or
+            `"abandoned"` (it will never run: the request failed, `stop_on_error`, a drain).
+        exception: The exception of the last failed attempt, or None.
+        attempts: How many attempts have started (0 before the first).
+        queued_at: When the task was added (`time.time()`).
+        started_at: When its first attempt started, or None.
+        finished_at: When it ended, or None.
+        policy: The `TaskPolicy` it runs with (from `afterward.task`), or None.
+    """
+
+    status: Status = "pending"
+    exception: BaseException | None = None
+    attempts: int = 0
+    queued_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    policy: TaskPolicy | None = None
+    _id: str | None = None
+    _waiter: _Waiter | None = None
+
+    @property
+    def id(self) -> str:
+        """A unique id (32 hex digits), made when first read."""
+        task_id = self._id
+        if task_id is None:
+            task_id = self._id = uuid.uuid4().hex
+        return task_id
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has ended, whichever way."""
+        return self.status in DONE
+
+    async def wait(self) -> None:
+        """Return once the task has ended, whichever way (see `status`).
+
+        Call it on the event loop the task runs on (or any, for a task run inline). A task that
+        is never run (its collector is never run) never ends: put a timeout around the wait
+        (`anyio.fail_after`) where that can happen.
+        """
+        if self.status in DONE:
+            return
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = _Waiter()
+        # Set before the check: the thread ending the task writes the status, then reads
+        # `_waiter`; one of the two sides sees the other.
+        if self.status in DONE:
+            return
+        await waiter.event.wait()
+
+
+def finish(task: TaskHandle, status: Status, finished_at: float) -> None:
+    """Record how `task` ended, and wake its waiters; from any thread."""
+    task.finished_at = finished_at
+    task.status = status
+    waiter = task._waiter
+    if waiter is not None:
+        waiter.wake()
