@@ -78,7 +78,7 @@ class Backend(abc.ABC):
                 f"functions. Use a sync function, or a backend that supports async ones."
             )
         policy = getattr(task, "policy", None)
-        if policy is not None and getattr(policy, "retries", 0) and not self.supports_retries:
+        if policy is not None and getattr(policy, "retries", 0) > 0 and not self.supports_retries:
             raise TypeError(
                 f"{task.name} asks for retries, and {type(self).__name__} cannot retry tasks. "
                 f"Remove retries= from its task(...) options, or use a backend that retries."

@@ -40,7 +40,10 @@ class _Middleware(Protocol):
     app: Callable[..., Awaitable[None]]
     backend: Backend | None
     collector: Callable[[], BackgroundTasks]
-    run_when: str
+
+    @property
+    def run_when(self) -> str: ...
+
     handoff_timeout: float
 
     async def _hand_off(self, collector: BackgroundTasks) -> None: ...
@@ -73,11 +76,10 @@ async def serve_with_backend(
         state.release()
         if collector is not None and collector.has_pending():
             if middleware.run_when == "always" and isinstance(exc, Exception):
-                await enqueue_entries(
-                    backend, collector.skip_pending(), middleware.handoff_timeout
-                )
+                await enqueue_entries(backend, collector.skip_pending(), middleware.handoff_timeout)
             else:
-                log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
+                why = f"the app raised {type(exc).__name__}"
+                await state.enqueue_always(collector, why, level_for(exc))
         raise
     finally:
         request_slot.reset(token)
@@ -90,7 +92,7 @@ async def serve_with_backend(
         return
     reason = state.reason_not_to_run()
     if reason is not None:
-        log_not_run(collector, reason, logging.INFO)
+        await state.enqueue_always(collector, reason, logging.INFO)
     elif backend.handoff == "before_response":
         # Added after the response started: too late to refuse the response, so only logged.
         await enqueue_entries(backend, collector.skip_pending(), middleware.handoff_timeout)
@@ -135,6 +137,17 @@ class _BackendRequest(RequestSlot):
             return f"the response status was {self.status} (run_when='success' needs < 400)"
         return None
 
+    async def enqueue_always(self, tasks: BackgroundTasks, reason: str, level: int) -> bool:
+        """The request's tasks do not run because of `reason`: enqueue the `always=True` ones
+        (see `afterward.task`), log the others by name; return whether enqueueing worked."""
+        pending = tasks.skip_pending()
+        always = [entry for entry in pending if _always(entry)]
+        if len(always) < len(pending):
+            log_not_run(_Entries([entry for entry in pending if not _always(entry)]), reason, level)
+        if not always:
+            return True
+        return await enqueue_entries(self._backend, always, self._middleware.handoff_timeout)
+
     async def send(self, message: Message) -> None:
         if self.refused:
             return  # the app's own response was replaced: drop the rest of it
@@ -157,10 +170,13 @@ class _BackendRequest(RequestSlot):
         tasks = self.tasks
         if tasks is None or not tasks.has_pending():
             return True
-        if self._middleware.run_when == "success" and self.status >= 400:
-            return True  # they will not run: logged when the request ends
         middleware = self._middleware
-        return await enqueue_entries(self._backend, tasks.skip_pending(), middleware.handoff_timeout)
+        if middleware.run_when == "success" and self.status >= 400:
+            reason = f"the response status was {self.status} (run_when='success' needs < 400)"
+            return await self.enqueue_always(tasks, reason, logging.INFO)
+        return await enqueue_entries(
+            self._backend, tasks.skip_pending(), middleware.handoff_timeout
+        )
 
     async def _send_unavailable(self) -> None:
         await self._send(
@@ -176,3 +192,18 @@ class _BackendRequest(RequestSlot):
         )
         await self._send({"type": "http.response.body", "body": _UNAVAILABLE})
         self.completed = True
+
+
+def _always(entry: object) -> bool:
+    policy = getattr(entry, "policy", None)
+    return bool(getattr(policy, "always", False))
+
+
+class _Entries:
+    """A list of entries, in the shape `log_not_run` takes."""
+
+    def __init__(self, entries: list[object]) -> None:
+        self._entries = entries
+
+    def skip_pending(self) -> list[object]:
+        return self._entries
