@@ -172,8 +172,9 @@ class _BackendRequest(RequestSlot):
             return True
         middleware = self._middleware
         if middleware.run_when == "success" and self.status >= 400:
-            reason = f"the response status was {self.status} (run_when='success' needs < 400)"
-            return await self.enqueue_always(tasks, reason, logging.INFO)
+            # They do not run; their `always=True` ones are enqueued when the request ends,
+            # where the reason (this status, or an exception) is known and logged.
+            return True
         return await enqueue_entries(
             self._backend, tasks.skip_pending(), middleware.handoff_timeout
         )
