@@ -14,10 +14,10 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from test_middleware import client, running
 
 import afterward
 from afterward import Backend, BackgroundTask, BackgroundTasks, BackgroundTasksMiddleware
+from test_middleware import client, running
 
 pytestmark = pytest.mark.anyio
 
@@ -304,9 +304,7 @@ async def test_websocket_tasks_are_enqueued_when_the_session_ends() -> None:
     app = BackgroundTasksMiddleware(
         Starlette(routes=[WebSocketRoute("/ws", endpoint)]), backend=backend
     )
-    messages = iter(
-        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
-    )
+    messages = iter([{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}])
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -315,6 +313,8 @@ async def test_websocket_tasks_are_enqueued_when_the_session_ends() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await app({"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}, receive, send)
+    await app(
+        {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}, receive, send
+    )
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
     assert backend.batches == [[("test_backend.send_email", ("ws@example.com",))]]
