@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import httpx
@@ -67,7 +67,7 @@ def app_adding(*calls: tuple[object, ...], streaming: bool = False, status: int 
             tasks.add_task(func, *args)  # type: ignore[arg-type]
         if streaming:
 
-            async def body() -> object:
+            async def body() -> AsyncIterator[bytes]:
                 yield b"first "
                 tasks.add_task(send_email, "late@example.com")  # after the response started
                 yield b"second"
@@ -85,9 +85,9 @@ def test_backend_is_abstract_and_exported() -> None:
 
 
 def test_a_backend_that_is_not_one_is_refused_with_what_to_pass() -> None:
-    with pytest.raises(TypeError, match="afterward.Backend instance"):
+    with pytest.raises(TypeError, match=r"afterward\.Backend instance"):
         BackgroundTasks(backend=object())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="afterward.Backend instance"):
+    with pytest.raises(TypeError, match=r"afterward\.Backend instance"):
         BackgroundTasksMiddleware(app_adding(), backend="celery")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="handoff"):
         BackgroundTasks(backend=ListBackend(handoff="later"))
@@ -98,7 +98,7 @@ def test_add_task_asks_the_backend_to_validate_in_the_request() -> None:
     tasks.add_task(send_email, "a@example.com")
     with pytest.raises(TypeError, match="refuses 'refused'"):
         tasks.add_task(send_email, "refused")
-    assert [task.args for task in tasks.tasks] == [("a@example.com",)]  # type: ignore[attr-defined]
+    assert [task.args for task in tasks.tasks] == [("a@example.com",)]
 
 
 def test_capability_flags_refuse_what_the_backend_cannot_do() -> None:
@@ -304,7 +304,9 @@ async def test_websocket_tasks_are_enqueued_when_the_session_ends() -> None:
     app = BackgroundTasksMiddleware(
         Starlette(routes=[WebSocketRoute("/ws", endpoint)]), backend=backend
     )
-    messages = iter([{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}])
+    messages: Iterator[Message] = iter(
+        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    )
     sent: list[Message] = []
 
     async def receive() -> Message:

@@ -179,5 +179,5 @@ def take(client: redis.Redis, key: str, count: int, timeout: float = TIMEOUT) ->
         item = client.blpop([key], timeout=timeout)
         if item is None:
             raise AssertionError(f"only {len(taken)} of {count} records arrived: {taken}")
-        taken.append(item[1])
+        taken.append(str(item[1]))
     return taken

@@ -1,0 +1,134 @@
+"""The worker's task `afterward.run`, executed in this process by Celery itself (`apply`).
+
+The same task runs in real workers in `test_celery_worker.py`; here Celery's eager execution
+runs it in the test process, so every branch of the policy mapping is seen, without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+from celery import Celery
+
+import afterward
+from afterward.celery import RUN_TASK, register
+
+calls: list[str] = []
+attempts: dict[str, int] = {}
+
+
+@afterward.task
+def remember(value: str) -> None:
+    calls.append(value)
+
+
+@afterward.task(retries=2, backoff=0.0, jitter=False)
+def fails_twice(value: str) -> None:
+    attempts[value] = attempts.get(value, 0) + 1
+    if attempts[value] <= 2:
+        raise ConnectionError(f"attempt {attempts[value]}")
+    calls.append(value)
+
+
+@afterward.task(retries=3, retry_on=ConnectionError)
+def fails_with_value_error(value: str) -> None:
+    attempts[value] = attempts.get(value, 0) + 1
+    raise ValueError(value)
+
+
+@afterward.task(timeout=0.05)
+async def too_slow(value: str) -> None:
+    await anyio.sleep(5)
+    calls.append(value)
+
+
+@afterward.task
+async def remember_async(value: str) -> None:
+    await anyio.sleep(0)
+    calls.append(value)
+
+
+@pytest.fixture
+def run() -> object:
+    calls.clear()
+    attempts.clear()
+    app = Celery("test_celery_run", set_as_current=False)
+    task = register(app)
+    assert register(app) is task  # once per app
+    assert task.name == RUN_TASK
+    assert task.acks_late and task.reject_on_worker_lost
+    return task
+
+
+def message(func: afterward.Task[..., object], *args: object, **options: object) -> list[object]:
+    return [func.name, f"{func.func.__module__}:{func.func.__qualname__}", list(args), {}, options]
+
+
+def test_a_registered_function_runs_with_its_arguments(run: object) -> None:
+    run.apply(args=message(remember, "a"))  # type: ignore[attr-defined]
+    run.apply(args=message(remember_async, "b"))  # type: ignore[attr-defined]
+    assert calls == ["a", "b"]
+
+
+def test_failures_are_retried_with_celery_s_retry(
+    run: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    run.apply(args=message(fails_twice, "c"))  # type: ignore[attr-defined]
+    assert calls == ["c"]
+    assert attempts == {"c": 3}
+    assert "test_celery_run.fails_twice failed on attempt 2 of 3" in caplog.text
+
+
+def test_the_message_s_retries_override_the_decorator_s(run: object) -> None:
+    result = run.apply(args=message(fails_twice, "d", retries=1))  # type: ignore[attr-defined]
+    assert result.failed()
+    assert attempts == {"d": 2}
+    assert calls == []
+
+
+def test_an_exception_outside_retry_on_is_final(
+    run: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = run.apply(args=message(fails_with_value_error, "e"))  # type: ignore[attr-defined]
+    assert result.failed()
+    assert attempts == {"e": 1}
+    assert "failed on attempt 1 of 4 (ValueError: e)" in caplog.text
+
+
+def test_an_async_attempt_past_its_timeout_is_cancelled(
+    run: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = run.apply(args=message(too_slow, "f"))  # type: ignore[attr-defined]
+    assert isinstance(result.result, TimeoutError)
+    assert calls == []
+
+
+def test_options_a_sender_could_not_have_sent_are_ignored(run: object) -> None:
+    bad = {"retries": -1, "backoff": "soon", "jitter": 1, "timeout": 0, "unknown": 3}
+    run.apply(args=message(fails_twice, "g", **bad))  # type: ignore[attr-defined]
+    assert attempts == {"g": 3}  # the decorator's retries=2 still apply
+    run.apply(args=[*message(remember, "h")[:4], "not a dict"])  # type: ignore[attr-defined]
+    run.apply(args=message(remember, "i", timeout=None, jitter=False))  # type: ignore[attr-defined]
+    assert calls == ["g", "h", "i"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["os.system", "os:system", ["true"], {}, {}],
+        ["test_celery_run.remember", "test_celery_run:remember", "not a list", {}, {}],
+        ["test_celery_run.remember", "test_celery_run:remember", [], ["not a dict"], {}],
+        ["test_celery_run.remember", None, ["x"], {}, {}],
+    ],
+)
+def test_anything_else_is_refused_and_logged(
+    run: object, args: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    result = run.apply(args=args, task_id="forged-1")  # type: ignore[attr-defined]
+    assert result.successful()  # acknowledged, never retried
+    assert calls == []
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert "Refusing Celery message forged-1" in record.getMessage()
