@@ -7,6 +7,7 @@ runs it in the test process, so every branch of the policy mapping is seen, with
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 import pytest
@@ -51,66 +52,65 @@ async def remember_async(value: str) -> None:
 
 
 @pytest.fixture
-def run() -> object:
+def run() -> Any:
     calls.clear()
     attempts.clear()
     app = Celery("test_celery_run", set_as_current=False)
     task = register(app)
     assert register(app) is task  # once per app
     assert task.name == RUN_TASK
-    assert task.acks_late and task.reject_on_worker_lost
+    assert task.acks_late
+    assert task.reject_on_worker_lost
     return task
 
 
-def message(func: afterward.Task[..., object], *args: object, **options: object) -> list[object]:
+def message(func: afterward.Task[..., Any], *args: object, **options: object) -> list[object]:
     return [func.name, f"{func.func.__module__}:{func.func.__qualname__}", list(args), {}, options]
 
 
-def test_a_registered_function_runs_with_its_arguments(run: object) -> None:
-    run.apply(args=message(remember, "a"))  # type: ignore[attr-defined]
-    run.apply(args=message(remember_async, "b"))  # type: ignore[attr-defined]
+def test_a_registered_function_runs_with_its_arguments(run: Any) -> None:
+    run.apply(args=message(remember, "a"))
+    run.apply(args=message(remember_async, "b"))
     assert calls == ["a", "b"]
 
 
 def test_failures_are_retried_with_celery_s_retry(
-    run: object, caplog: pytest.LogCaptureFixture
+    run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run.apply(args=message(fails_twice, "c"))  # type: ignore[attr-defined]
+    run.apply(args=message(fails_twice, "c"))
     assert calls == ["c"]
     assert attempts == {"c": 3}
     assert "test_celery_run.fails_twice failed on attempt 2 of 3" in caplog.text
 
 
-def test_the_message_s_retries_override_the_decorator_s(run: object) -> None:
-    result = run.apply(args=message(fails_twice, "d", retries=1))  # type: ignore[attr-defined]
+def test_the_message_s_retries_override_the_decorator_s(run: Any) -> None:
+    result = run.apply(args=message(fails_twice, "d", retries=1))
     assert result.failed()
     assert attempts == {"d": 2}
     assert calls == []
 
 
-def test_an_exception_outside_retry_on_is_final(
-    run: object, caplog: pytest.LogCaptureFixture
-) -> None:
-    result = run.apply(args=message(fails_with_value_error, "e"))  # type: ignore[attr-defined]
+def test_an_exception_outside_retry_on_is_final(run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    result = run.apply(args=message(fails_with_value_error, "e"))
     assert result.failed()
     assert attempts == {"e": 1}
     assert "failed on attempt 1 of 4 (ValueError: e)" in caplog.text
 
 
 def test_an_async_attempt_past_its_timeout_is_cancelled(
-    run: object, caplog: pytest.LogCaptureFixture
+    run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    result = run.apply(args=message(too_slow, "f"))  # type: ignore[attr-defined]
+    result = run.apply(args=message(too_slow, "f"))
     assert isinstance(result.result, TimeoutError)
     assert calls == []
 
 
-def test_options_a_sender_could_not_have_sent_are_ignored(run: object) -> None:
+def test_options_a_sender_could_not_have_sent_are_ignored(run: Any) -> None:
     bad = {"retries": -1, "backoff": "soon", "jitter": 1, "timeout": 0, "unknown": 3}
-    run.apply(args=message(fails_twice, "g", **bad))  # type: ignore[attr-defined]
+    run.apply(args=message(fails_twice, "g", **bad))
     assert attempts == {"g": 3}  # the decorator's retries=2 still apply
-    run.apply(args=[*message(remember, "h")[:4], "not a dict"])  # type: ignore[attr-defined]
-    run.apply(args=message(remember, "i", timeout=None, jitter=False))  # type: ignore[attr-defined]
+    run.apply(args=[*message(remember, "h")[:4], "not a dict"])
+    run.apply(args=message(remember, "i", timeout=None, jitter=False))
     assert calls == ["g", "h", "i"]
 
 
@@ -124,9 +124,9 @@ def test_options_a_sender_could_not_have_sent_are_ignored(run: object) -> None:
     ],
 )
 def test_anything_else_is_refused_and_logged(
-    run: object, args: list[object], caplog: pytest.LogCaptureFixture
+    run: Any, args: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    result = run.apply(args=args, task_id="forged-1")  # type: ignore[attr-defined]
+    result = run.apply(args=args, task_id="forged-1")
     assert result.successful()  # acknowledged, never retried
     assert calls == []
     [record] = caplog.records
