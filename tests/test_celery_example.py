@@ -16,8 +16,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 
-from celery_worker import TIMEOUT, require_redis, take  # noqa: E402
-from test_celery_worker import free_port  # noqa: E402
+from celery_worker import TIMEOUT, require_redis, take
+
+from test_celery_worker import free_port
 
 pytestmark = pytest.mark.celery
 
@@ -57,8 +58,10 @@ def test_the_example_app_sends_signups_to_the_worker(
     # The two commands of docs/scaling.md (with python -m, and a port of the test's own).
     started.append(
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "examples.celery_app.worker", "worker"]
-            + ["--loglevel=INFO", "--pool=solo", "--without-mingle", "--without-gossip"],
+            [
+                *(sys.executable, "-m", "celery", "-A", "examples.celery_app.worker", "worker"),
+                *("--loglevel=INFO", "--pool=solo", "--without-mingle", "--without-gossip"),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
