@@ -320,3 +320,38 @@ async def test_websocket_tasks_are_enqueued_when_the_session_ends() -> None:
     )
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
     assert backend.batches == [[("test_backend.send_email", ("ws@example.com",))]]
+
+
+async def test_handles_stay_pending_once_queued_and_are_abandoned_if_not() -> None:
+    backend = ListBackend()
+    tasks = BackgroundTasks(backend=backend)
+    queued = tasks.add_task(send_email, "a@example.com")
+    await tasks()
+    assert queued.status == "pending"  # what becomes of it happens on the engine's side
+    backend.fail = ConnectionError("broker down")
+    lost = tasks.add_task(send_email, "b@example.com")
+    await tasks()
+    assert lost.status == "abandoned"
+
+
+async def test_a_client_that_leaves_mid_response_gets_its_tasks_logged_not_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "afterward")
+    backend = ListBackend(handoff="after_response")
+    app = BackgroundTasksMiddleware(
+        app_adding((send_email, "a@example.com"), streaming=True), backend=backend
+    )
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError  # never reached
+
+    async def send(message: Message) -> None:
+        if message.get("body") == b"second":
+            raise OSError("the client went away")
+
+    with pytest.raises(OSError, match="went away"):
+        await app({"type": "http", "method": "POST", "path": "/", "headers": []}, receive, send)
+    assert backend.batches == []
+    assert "the app raised OSError" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,165 @@ def test_non_callables_are_refused() -> None:
         afterward.on_event("print")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="add_attempt_scope"):
         afterward.add_attempt_scope(None)  # type: ignore[arg-type]
+
+
+# -- emission order, as the runner emits ----------------------------------------------------------
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[tuple[str, int]]]:
+    """Record (kind, attempt) of every event while the test runs."""
+    seen: list[tuple[str, int]] = []
+    stop = afterward.on_event(lambda event: seen.append((event.kind, event.attempt)))
+    yield seen
+    stop()
+
+
+class Flaky:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def sync(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"attempt {self.calls}")
+
+    async def asynchronous(self) -> None:
+        self.sync()
+
+
+KINDS = ["sync", "async"]
+
+
+def flaky_func(kind: str, failures: int) -> Any:
+    flaky = Flaky(failures)
+    return flaky.sync if kind == "sync" else flaky.asynchronous
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_events_of_a_success(kind: str, recorded: list[tuple[str, int]]) -> None:
+    tasks = BackgroundTasks()
+    tasks.add_task(flaky_func(kind, 0))
+    await tasks()
+    assert recorded == [("queued", 0), ("started", 1), ("succeeded", 1)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_events_of_a_retry_then_success(kind: str, recorded: list[tuple[str, int]]) -> None:
+    tasks = BackgroundTasks()
+    tasks.add_task(afterward.task(flaky_func(kind, 1), retries=2))
+    await tasks()
+    assert recorded == [
+        ("queued", 0),
+        ("started", 1),
+        ("retrying", 1),
+        ("started", 2),
+        ("succeeded", 2),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_events_of_a_final_failure(kind: str, recorded: list[tuple[str, int]]) -> None:
+    tasks = BackgroundTasks(stop_on_error=True)
+    tasks.add_task(afterward.task(flaky_func(kind, 5), retries=1))
+    tasks.add_task(job)
+    await tasks()
+    assert recorded == [
+        ("queued", 0),
+        ("queued", 0),
+        ("started", 1),
+        ("retrying", 1),
+        ("started", 2),
+        ("failed", 2),
+        ("abandoned", 0),
+    ]
+
+
+@pytest.mark.anyio
+async def test_event_fields_name_the_task_and_time_the_attempt() -> None:
+    events: list[TaskEvent] = []
+    stop = afterward.on_event(events.append)
+    try:
+        tasks = BackgroundTasks()
+        entry = tasks.add_task(afterward.task(flaky_func("async", 1), name="f", retries=1))
+        await tasks()
+    finally:
+        stop()
+    retrying = events[2]
+    assert (retrying.kind, retrying.name, retrying.id, retrying.task) == (
+        "retrying",
+        "f",
+        entry.id,
+        entry,
+    )
+    assert isinstance(retrying.exception, ConnectionError)
+    assert retrying.duration is not None
+    assert retrying.duration >= 0
+    assert events[1].duration is None  # started
+    assert events[-1].exception is None  # succeeded
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_task_emits_cancelled() -> None:
+    import anyio
+
+    started = anyio.Event()
+
+    async def hangs() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    kinds: list[str] = []
+    stop = afterward.on_event(lambda event: kinds.append(event.kind))
+    try:
+        tasks = BackgroundTasks()
+        tasks.add_task(hangs)
+        async with anyio.create_task_group() as group:
+            group.start_soon(tasks)
+            await started.wait()
+            group.cancel_scope.cancel()
+    finally:
+        stop()
+    assert kinds == ["queued", "started", "cancelled"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_attempt_scopes_wrap_each_attempt_inside_its_context_and_thread(kind: str) -> None:
+    import threading
+    from contextvars import ContextVar
+
+    var: ContextVar[str] = ContextVar("var", default="unset")
+    log: list[tuple[str, int, str, bool, str | None]] = []
+
+    @contextlib.contextmanager
+    def scope(task: object, attempt: int) -> Iterator[None]:
+        on_loop = threading.current_thread() is threading.main_thread()
+        log.append(("enter", attempt, var.get(), on_loop, None))
+        try:
+            yield
+        except BaseException as exc:
+            log.append(("exit", attempt, var.get(), on_loop, type(exc).__name__))
+            raise
+        log.append(("exit", attempt, var.get(), on_loop, None))
+
+    remove = afterward.add_attempt_scope(scope)
+    try:
+        var.set("request")
+        tasks = BackgroundTasks()
+        tasks.add_task(afterward.task(flaky_func(kind, 1), retries=1))
+        var.set("later")
+        await tasks()
+    finally:
+        remove()
+    on_loop = kind == "async"
+    assert log == [
+        ("enter", 1, "request", on_loop, None),
+        ("exit", 1, "request", on_loop, "ConnectionError"),
+        ("enter", 2, "request", on_loop, None),
+        ("exit", 2, "request", on_loop, None),
+    ]

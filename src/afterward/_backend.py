@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import anyio
 
 from ._call import Call
+from ._handle import abandon
 from ._report import logger, names
 
 if TYPE_CHECKING:
     from ._tasks import BackgroundTask
 
-__all__ = ["DEFAULT_ENQUEUE_TIMEOUT", "Backend", "HandOff", "check_backend", "enqueue_entries"]
+__all__ = [
+    "DEFAULT_ENQUEUE_TIMEOUT",
+    "Backend",
+    "HandOff",
+    "check_backend",
+    "enqueue_entries",
+    "take_pending",
+]
 
 HandOff = Literal["before_response", "after_response"]
 """When a request's tasks go to the backend: when the response starts (before its first byte
@@ -113,15 +121,31 @@ def check_backend(backend: object) -> Backend:
     return backend
 
 
+class _Collector(Protocol):
+    def take_next(self) -> object | None: ...
+
+
+def take_pending(collector: _Collector) -> list[object]:
+    """Take every entry of `collector` not started yet, to hand it to a backend.
+
+    Unlike `skip_pending`, this does not mark them abandoned: they are about to be queued.
+    """
+    entries = []
+    while (entry := collector.take_next()) is not None:
+        entries.append(entry)
+    return entries
+
+
 async def enqueue_entries(
     backend: Backend, entries: Sequence[object], timeout: float = DEFAULT_ENQUEUE_TIMEOUT
 ) -> bool:
     """Hand `entries` to `backend` within `timeout` seconds; return whether that worked.
 
     Never raises (but for cancellation): a failure, or a hand-off that takes too long, is logged
-    at ERROR with the names of the tasks that were not queued. Entries that are not afterward
-    tasks (a Starlette `BackgroundTask` appended to `tasks` by hand) cannot be sent and are
-    logged the same way.
+    at ERROR with the names of the tasks that were not queued, and their handles get the status
+    `"abandoned"`. Entries that are not afterward tasks (a Starlette `BackgroundTask` appended to
+    `tasks` by hand) cannot be sent and are logged the same way. The handles of queued tasks stay
+    `"pending"`: what becomes of them happens on the engine's side.
     """
     calls: list[BackgroundTask] = []
     others: list[object] = []
@@ -138,6 +162,7 @@ async def enqueue_entries(
             type(backend).__name__,
             names(others),
         )
+        abandon(others)
     if not calls:
         return not others
     try:
@@ -157,5 +182,6 @@ async def enqueue_entries(
             names(calls),
             exc_info=not isinstance(exc, TimeoutError),
         )
+        abandon(calls)
         return False
     return not others

@@ -22,9 +22,9 @@ from typing import Protocol, cast
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ._backend import Backend, enqueue_entries
+from ._backend import Backend, enqueue_entries, take_pending
 from ._current import RequestSlot, request_slot
-from ._report import level_for, log_not_run, names
+from ._report import level_for, log_not_run, log_not_run_but_always, names
 from ._tasks import BackgroundTask, BackgroundTasks
 
 __all__ = ["bind_backend", "serve_with_backend"]
@@ -68,18 +68,16 @@ async def serve_with_backend(
 ) -> None:
     """Handle one HTTP request or websocket session whose tasks go to `backend`."""
     state = _BackendRequest(middleware, backend, send, scope["type"] == "websocket")
+    timeout = middleware.handoff_timeout
     token = request_slot.set(state)
     try:
         await middleware.app(scope, receive, state.send)
     except BaseException as exc:
         collector = state.tasks
         state.release()
-        if collector is not None and collector.has_pending():
-            if middleware.run_when == "always" and isinstance(exc, Exception):
-                await enqueue_entries(backend, collector.skip_pending(), middleware.handoff_timeout)
-            else:
-                why = f"the app raised {type(exc).__name__}"
-                await state.enqueue_always(collector, why, level_for(exc))
+        # Too late for a 503 (the server answers the exception): failures are only logged.
+        if collector is not None and _runs_after_raising(middleware, collector, exc):
+            await enqueue_entries(backend, take_pending(collector), timeout)
         raise
     finally:
         request_slot.reset(token)
@@ -91,18 +89,30 @@ async def serve_with_backend(
         log_not_run(collector, "the response was replaced by a 503", logging.ERROR)
         return
     reason = state.reason_not_to_run()
-    if reason is not None:
-        await state.enqueue_always(collector, reason, logging.INFO)
-    elif backend.handoff == "before_response":
-        # Added after the response started: too late to refuse the response, so only logged.
-        await enqueue_entries(backend, collector.skip_pending(), middleware.handoff_timeout)
+    if reason is not None and not log_not_run_but_always(collector, reason, logging.INFO):
+        return
+    if backend.handoff == "before_response":
+        # Added after the response started, or kept by `always=True` after a failed request:
+        # too late to refuse the response, so a failure is only logged.
+        await enqueue_entries(backend, take_pending(collector), timeout)
     else:
-        await middleware._hand_off(_carrier(backend, collector, middleware.handoff_timeout))
+        await middleware._hand_off(_carrier(backend, collector, timeout))
+
+
+def _runs_after_raising(
+    middleware: _Middleware, collector: BackgroundTasks, exc: BaseException
+) -> bool:
+    """Whether tasks of a request whose app raised `exc` still go (logging those that do not)."""
+    if not collector.has_pending():
+        return False
+    if middleware.run_when == "always" and isinstance(exc, Exception):
+        return True
+    return log_not_run_but_always(collector, f"the app raised {type(exc).__name__}", level_for(exc))
 
 
 def _carrier(backend: Backend, collector: BackgroundTasks, timeout: float) -> BackgroundTasks:
     """A collector whose one async task enqueues `collector`'s tasks (run by the supervisor)."""
-    entries = collector.skip_pending()
+    entries = take_pending(collector)
     carrier = BackgroundTasks()
     carrier.add_task(enqueue_entries, backend, entries, timeout)
     entry = cast(BackgroundTask, carrier.tasks[0])
@@ -137,17 +147,6 @@ class _BackendRequest(RequestSlot):
             return f"the response status was {self.status} (run_when='success' needs < 400)"
         return None
 
-    async def enqueue_always(self, tasks: BackgroundTasks, reason: str, level: int) -> bool:
-        """The request's tasks do not run because of `reason`: enqueue the `always=True` ones
-        (see `afterward.task`), log the others by name; return whether enqueueing worked."""
-        pending = tasks.skip_pending()
-        always = [entry for entry in pending if _always(entry)]
-        if len(always) < len(pending):
-            log_not_run(_Entries([entry for entry in pending if not _always(entry)]), reason, level)
-        if not always:
-            return True
-        return await enqueue_entries(self._backend, always, self._middleware.handoff_timeout)
-
     async def send(self, message: Message) -> None:
         if self.refused:
             return  # the app's own response was replaced: drop the rest of it
@@ -175,9 +174,7 @@ class _BackendRequest(RequestSlot):
             # They do not run; their `always=True` ones are enqueued when the request ends,
             # where the reason (this status, or an exception) is known and logged.
             return True
-        return await enqueue_entries(
-            self._backend, tasks.skip_pending(), middleware.handoff_timeout
-        )
+        return await enqueue_entries(self._backend, take_pending(tasks), middleware.handoff_timeout)
 
     async def _send_unavailable(self) -> None:
         await self._send(
@@ -193,18 +190,3 @@ class _BackendRequest(RequestSlot):
         )
         await self._send({"type": "http.response.body", "body": _UNAVAILABLE})
         self.completed = True
-
-
-def _always(entry: object) -> bool:
-    policy = getattr(entry, "policy", None)
-    return bool(getattr(policy, "always", False))
-
-
-class _Entries:
-    """A list of entries, in the shape `log_not_run` takes."""
-
-    def __init__(self, entries: list[object]) -> None:
-        self._entries = entries
-
-    def skip_pending(self) -> list[object]:
-        return self._entries

@@ -24,7 +24,7 @@ from ._current import Slot, collector_after_release, release_collector, request_
 from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
-from ._report import level_for, log_not_run
+from ._report import level_for, log_not_run, log_not_run_but_always
 from ._tasks import BackgroundTasks
 
 __all__ = ["inject"]
@@ -104,6 +104,8 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 if run.stack is not None:
                     await tear_down(run.stack, exc)
                     run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
+                if run.tasks is not None and run.tasks.has_pending():
+                    await _run_always(run.tasks, exc)
                 raise
             if response is result:  # the endpoint's own: a copy completes the request, if need be
                 tasks = run.tasks
@@ -262,9 +264,20 @@ class _Run:
             return _INVALID
 
     def abandon(self, reason: str, level: int) -> None:
-        """Log, by name, the tasks that will not run because the request did not succeed."""
+        """Log, by name, the tasks that will not run because the request did not succeed.
+
+        Those made with `afterward.task(..., always=True)` stay, to run all the same.
+        """
         if self.tasks is not None:
-            log_not_run(self.tasks, reason, level)
+            log_not_run_but_always(self.tasks, reason, level)
+
+
+async def _run_always(tasks: BackgroundTasks, exc: BaseException) -> None:
+    """The endpoint raised: run the `always=True` tasks now, before the error goes on."""
+    if isinstance(exc, Exception):
+        await tasks()
+    else:  # a cancellation: nothing may be awaited any more
+        log_not_run(tasks, f"the endpoint was stopped by {type(exc).__name__}", level_for(exc))
 
 
 def _not_json(func: Callable[..., Any], result: object, exc: Exception) -> TypeError:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._backend import Backend, check_backend
 from ._current import RequestSlot, request_slot
 from ._handoff import bind_backend, serve_with_backend
-from ._report import level_for, log_not_run, logger
+from ._report import level_for, log_not_run, log_not_run_but_always, logger
 from ._supervisor import Supervisor
 from ._tasks import BackgroundTasks
 
@@ -56,7 +56,8 @@ class BackgroundTasksMiddleware:
         run_when: `"success"` (default): run when the response was completed with a status
             below 400. `"completed"`: after any completed response. `"always"`: also when the
             app raised or the response was not completed. Tasks that do not run are logged by
-            name at INFO (or WARNING when the app raised an unexpected exception).
+            name at INFO (or WARNING when the app raised an unexpected exception), except
+            those made with `afterward.task(..., always=True)`, which run whatever happened.
         collector: Makes each request's collector, e.g. `lambda: BackgroundTasks(on_error=report)`
             or a `BackgroundTasks` subclass.
         backend: Where the tasks run (see `afterward.Backend`, and the "Scaling out" page):
@@ -132,8 +133,10 @@ class BackgroundTasksMiddleware:
             if collector is not None:
                 if self.run_when == "always" and isinstance(exc, Exception):
                     await self._hand_off(collector)
-                else:
-                    log_not_run(collector, f"the app raised {type(exc).__name__}", level_for(exc))
+                elif log_not_run_but_always(
+                    collector, f"the app raised {type(exc).__name__}", level_for(exc)
+                ):
+                    await self._hand_off_failed(collector, exc)
             raise
         finally:
             request_slot.reset(token)
@@ -142,8 +145,7 @@ class BackgroundTasksMiddleware:
         if collector is None or not collector.has_pending():
             return
         reason = self._reason_not_to_run(state)
-        if reason is not None:
-            log_not_run(collector, reason, logging.INFO)
+        if reason is not None and not log_not_run_but_always(collector, reason, logging.INFO):
             return
         supervisor = self.supervisor
         # The common case, without a coroutine: there is room, the collector is queued at once.
@@ -173,6 +175,21 @@ class BackgroundTasksMiddleware:
                 "lifespan enabled (uvicorn's default --lifespan auto does) to run them detached."
             )
         await collector()
+
+    async def _hand_off_failed(self, collector: BackgroundTasks, exc: BaseException) -> None:
+        """Hand off the `always=True` tasks of a request whose app raised `exc`."""
+        if isinstance(exc, Exception):
+            await self._hand_off(collector)
+            return
+        # A cancellation (or an exit): nothing may be awaited any more, only queued at once.
+        supervisor = self.supervisor
+        if supervisor is None or not supervisor.try_submit(collector):
+            log_not_run(
+                collector,
+                f"the request was stopped by {type(exc).__name__} and the supervisor could not "
+                f"take them at once",
+                logging.WARNING,
+            )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         supervisor = Supervisor(

@@ -6,6 +6,12 @@ async tasks are awaited on the event loop. Each task runs in a copy of the conte
 it was added. A task that raises is logged and reported, and the next one runs. Cancellation is
 never swallowed: the tasks it prevents are logged by name before it propagates.
 
+Each afterward entry is its own handle: the fast paths write its status, attempts and times;
+an entry with a policy, one that overrides `__call__`, and every entry while event callbacks or
+attempt scopes are registered, is run attempt by attempt by `_attempt.run_attempts` instead
+(without batching). A collector made with `concurrency=N` runs up to N entries at once, each on
+its own.
+
 The runner imports nothing of the public classes. It knows afterward's entries by their base
 class `Call`, and uses the collector only through the `Collector` protocol below.
 """
@@ -13,17 +19,22 @@ class `Call`, and uses the collector only through the `Collector` protocol below
 from __future__ import annotations
 
 import inspect
-import types
-from collections.abc import Awaitable, Callable, Generator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import anyio
 from anyio import from_thread
 
 from . import _hop as hop
+from ._attempt import run_attempts
 from ._call import Call
+from ._events import hooked
+from ._handle import abandon, cancel, fail, succeed
 from ._limiter import task_hop_limiter
-from ._report import entry_name, logger, names
+from ._report import entry_name, logger, names, task_extra
+from ._steps import await_in_context, resume, start_async
 from ._tracing import TraceHook, active_hook, run_through_hook
 
 if TYPE_CHECKING:
@@ -51,6 +62,8 @@ class Collector(Protocol):
     def limiter(self) -> CapacityLimiter | None: ...
     @property
     def on_error(self) -> Any: ...
+    @property
+    def concurrency(self) -> int: ...
 
     def next_pending(self) -> object | None:
         """Return the first entry not started yet, without starting it; None if there is none."""
@@ -62,10 +75,6 @@ class Collector(Protocol):
         """Mark every entry not started yet as done and return them."""
 
 
-_DONE: Any = object()
-
-# A coroutine suspended at its first step: the context it runs in, its iterator, what it yielded.
-_Suspended = tuple[Context, Any, Any]
 # What stopped a run of sync entries: the entry (None for cancellation), its context, the outcome.
 _SyncStop = tuple["Call | None", Context, object]
 
@@ -80,12 +89,17 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     """Run the collector's tasks that have not been started yet, in order.
 
     With `until_sync`, return before the next sync task that can be run directly: the supervisor
-    hands those to its worker threads.
+    hands those to its worker threads. A collector with `concurrency` above 1 runs all its
+    entries here, up to that many at once.
     """
+    if collector.concurrency != 1:
+        await _run_concurrently(collector)
+        return
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
-    stop_before_sync = until_sync and hook is None
+    managed = hooked()  # event callbacks or attempt scopes: every entry runs attempt by attempt
+    stop_before_sync = until_sync and hook is None and not managed
     try:
         while True:
             if stop_before_sync and is_batchable(collector.next_pending()):
@@ -96,15 +110,22 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             running = entry
             if hook is not None:
                 await _run_traced(collector, hook, entry)
-            elif not (isinstance(entry, Call) and entry.runs_directly):
+            elif not isinstance(entry, Call):
                 await _run_awaitable_entry(collector, entry)
+            elif managed or entry.policy is not None or not entry.runs_directly:
+                await _run_managed(collector, entry)
             elif entry.is_async:
+                started = time.time()
+                entry.status, entry.attempts, entry.started_at = "running", 1, started
                 try:
-                    suspended = _start_async(entry)
+                    suspended = start_async(entry)
                     if suspended is not None:
-                        await _resume(*suspended)
+                        await resume(*suspended)
                 except Exception as exc:
+                    fail(entry, exc, 1, started)
                     await _report_failure(collector, entry, exc)
+                else:
+                    succeed(entry, 1, started)
             else:
                 running, waiting = None, entry
                 stopped = await hop.run_sync(
@@ -134,9 +155,12 @@ async def run_task(entry: Call) -> None:
         await run_call(entry, copy_context(), current[1])
         return
     try:
-        await run_call(entry, entry.context.copy(), None)
+        if entry.runs_directly:
+            await run_attempts(entry, None, _run_override)
+        else:  # an override awaited by Starlette itself, calling `super().__call__()`
+            await run_call(entry, entry.context.copy(), None)
     except Exception as exc:
-        _log_failure(entry.name, exc, stop_on_error=False)
+        _log_failure(entry, exc, stop_on_error=False)
     except BaseException as exc:
         _log_interrupted(entry.name, exc, ())
         raise
@@ -149,44 +173,86 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
     entry by entry in `run_sync_batch`, in one worker thread.
     """
     if entry.is_async:
-        suspended = _start_async(entry, context)
+        suspended = start_async(entry, context)
         if suspended is not None:
-            await _resume(*suspended)
+            await resume(*suspended)
         return
     (result,) = await hop.run_sync(
         _call_sync_boxed, entry, context, limiter=task_hop_limiter(limiter)
     )
     if result is not None and inspect.isawaitable(result):
-        await _in_context(context, result)
+        await await_in_context(context, result)
 
 
 def is_batchable(entry: object) -> bool:
-    """Whether `entry` is a sync afterward task whose function can be called in a worker thread."""
-    return isinstance(entry, Call) and entry.runs_directly and not entry.is_async
+    """Whether `entry` is a plain sync afterward task, which a run of sync entries may take."""
+    return (
+        isinstance(entry, Call)
+        and entry.runs_directly
+        and not entry.is_async
+        and entry.policy is None
+    )
 
 
-async def _run_awaitable_entry(collector: Collector, entry: object) -> None:
-    """Await `entry()`, for an entry that is not a plain afterward task; report its failure."""
+async def _run_managed(collector: Collector, entry: Call) -> None:
+    """Run one entry attempt by attempt (see `_attempt`); report its final failure."""
     try:
-        if isinstance(entry, Call):  # overrides `__call__`
-            await _run_override(entry, collector.limiter)
-        else:
-            # Anything else Starlette accepts as a task (its own BackgroundTask or
-            # BackgroundTasks, another awaitable callable): run it as it runs itself.
-            await entry()  # type: ignore[operator]
+        await run_attempts(entry, collector.limiter, _run_override)
     except Exception as exc:
         await _report_failure(collector, entry, exc)
 
 
-async def _run_override(
-    entry: Call, limiter: CapacityLimiter | None, context: Context | None = None
-) -> None:
+async def _run_awaitable_entry(collector: Collector, entry: object) -> None:
+    """Await `entry()`, for an entry that is not an afterward task; report its failure."""
+    try:
+        # Anything else Starlette accepts as a task (its own BackgroundTask or BackgroundTasks,
+        # another awaitable callable): run it as it runs itself.
+        await entry()  # type: ignore[operator]
+    except Exception as exc:
+        await _report_failure(collector, entry, exc)
+
+
+async def _run_override(entry: Call, limiter: CapacityLimiter | None, context: Context) -> None:
     # The override runs in (a copy of) the entry's captured context, so whatever it makes
     # current there (a span, say) is current for the function that `super().__call__()` runs.
-    if context is None:
-        context = entry.context.copy()
     context.run(_override.set, (entry, limiter))
-    await _in_context(context, entry())  # type: ignore[operator]
+    await await_in_context(context, entry())  # type: ignore[operator]
+
+
+async def _run_concurrently(collector: Collector) -> None:
+    """Run the collector's entries up to `collector.concurrency` at once, each on its own."""
+    running: list[object] = []
+    hook = active_hook()
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(collector.concurrency):
+                group.start_soon(_lane, collector, hook, running)
+    except BaseException as exc:
+        never_started = collector.skip_pending()
+        if running or never_started:
+            logger.warning(
+                "Background tasks stopped by %s: %s interrupted; %d task(s) never started: %s.",
+                type(exc).__name__,
+                names(running) or "none",
+                len(never_started),
+                names(never_started) or "none",
+            )
+        raise
+
+
+async def _lane(collector: Collector, hook: TraceHook | None, running: list[object]) -> None:
+    """One of the `concurrency` lanes: take the next entry and run it, until none is left."""
+    while (entry := collector.take_next()) is not None:
+        running.append(entry)
+        try:
+            if hook is not None:
+                await _run_traced(collector, hook, entry)
+            elif isinstance(entry, Call):
+                await _run_managed(collector, entry)
+            else:
+                await _run_awaitable_entry(collector, entry)
+        finally:
+            running.remove(entry)
 
 
 async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> None:
@@ -198,10 +264,7 @@ async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> N
     limiter = collector.limiter
 
     async def execute(entry: Call, context: Context) -> None:
-        if entry.runs_directly:
-            await run_call(entry, context, limiter)
-        else:
-            await _run_override(entry, limiter, context)
+        await run_attempts(entry, limiter, _run_override, context)
 
     try:
         await run_through_hook(hook, entry, execute if isinstance(entry, Call) else None)
@@ -220,10 +283,16 @@ async def settle_sync_stop(
         raise outcome  # the caller names `entry` as interrupted: it is what was running
     # A sync function returned an awaitable (a sync wrapper around an async function): await it
     # on the loop, in the context the function ran in, instead of dropping it un-awaited.
+    started = entry.started_at if entry is not None and entry.started_at is not None else 0.0
     try:
-        await _in_context(context, cast("Awaitable[object]", outcome))
+        await await_in_context(context, cast("Awaitable[object]", outcome))
     except Exception as exc:
+        if entry is not None:
+            fail(entry, exc, 1, started)
         await _report_failure(collector, entry, exc)
+    else:
+        if entry is not None:
+            succeed(entry, 1, started)
 
 
 def run_sync_batch(
@@ -250,14 +319,18 @@ def run_sync_batch(
     take = take or take_following
     while True:
         context = entry.context.copy()
+        started = time.time()
+        entry.status, entry.attempts, entry.started_at = "running", 1, started
         try:
             result = _call_sync(entry, context)
         except BaseException as exc:
             # Handed back instead of raised: the loop side knows which entry failed or was
             # interrupted (SystemExit, KeyboardInterrupt) and can name it.
+            fail(entry, exc, 1, started)
             return entry, context, exc
         if result is not None and inspect.isawaitable(result):
-            return entry, context, result
+            return entry, context, result  # the entry goes on, on the loop
+        succeed(entry, 1, started)
         try:
             following = take(collector)
         except BaseException as exc:
@@ -284,64 +357,9 @@ def _call_sync(entry: Call, context: Context) -> object:
     return context.run(entry.func, *entry.args, **entry.kwargs)
 
 
-def _start_async(entry: Call, context: Context | None = None) -> _Suspended | None:
-    """Start one async entry: its first step, in a copy of its context (or in `context`).
-
-    This is where a single async entry is invoked (a sync one: `_call_sync`). Most short tasks
-    finish in this first step; one that suspends is returned, for `_resume` to drive to its end.
-    Calling an async function only creates its coroutine (no user code runs), so only its steps
-    need the context.
-    """
-    if context is None:
-        context = entry.context.copy()
-    iterator = entry.func(*entry.args, **entry.kwargs).__await__()
-    # `next(iterator, _DONE)` rather than `iterator.send(None)`: the same step, but a coroutine
-    # that finishes returns `_DONE` instead of raising StopIteration. Measured with timeit on an
-    # async task that does not suspend: 275 ns instead of 435 ns (a direct `await`: 220 ns).
-    yielded = context.run(next, iterator, _DONE)
-    return None if yielded is _DONE else (context, iterator, yielded)
-
-
-def _first_step(context: Context, awaitable: Awaitable[object]) -> _Suspended | None:
-    iterator = awaitable.__await__()
-    yielded = context.run(next, iterator, _DONE)
-    return None if yielded is _DONE else (context, iterator, yielded)
-
-
 def _call_sync_boxed(entry: Call, context: Context) -> tuple[object]:
     # Boxed: trio's `to_thread.run_sync` refuses a function that returns a coroutine.
     return (_call_sync(entry, context),)
-
-
-async def _in_context(context: Context, awaitable: Awaitable[object]) -> None:
-    """Await `awaitable` with each of its steps run inside `context`.
-
-    This is how an async task sees the context captured at `add_task` without a task of its own.
-    """
-    suspended = _first_step(context, awaitable)
-    if suspended is not None:
-        await _resume(*suspended)
-
-
-@types.coroutine
-def _resume(context: Context, iterator: Any, yielded: Any) -> Generator[Any, Any, None]:
-    """Drive a suspended coroutine to its end, each step inside `context`.
-
-    Whatever the coroutine yields to the event loop (asyncio futures, trio traps) is passed
-    through untouched, so it works on any AnyIO backend, and cancellation reaches the task as
-    usual: it is thrown into the coroutine, inside `context` as well.
-    """
-    while True:
-        try:
-            value = yield yielded
-        except BaseException as exc:
-            step, argument = iterator.throw, exc
-        else:
-            step, argument = iterator.send, value
-        try:
-            yielded = context.run(step, argument)
-        except StopIteration:
-            return
 
 
 async def _report_failure(collector: Collector, entry: object, exc: Exception) -> None:
@@ -362,7 +380,7 @@ def report_failure_now(
         What `on_error` returned if it must still be awaited (an async `on_error`), else None.
     """
     name = entry_name(entry)
-    _log_failure(name, exc, stop_on_error=collector.stop_on_error)
+    _log_failure(entry, exc, stop_on_error=collector.stop_on_error)
     pending: Awaitable[object] | None = None
     if collector.on_error is not None:
         try:
@@ -383,15 +401,19 @@ def report_failure_now(
     return pending
 
 
-def _log_failure(name: str, exc: Exception, *, stop_on_error: bool) -> None:
+def _log_failure(entry: object, exc: Exception, *, stop_on_error: bool) -> None:
+    attempts = entry.attempts if isinstance(entry, Call) else None
     logger.error(
-        "Background task %s failed; %s.",
-        name,
+        "Background task %s failed%s; %s.",
+        entry_name(entry),
+        f" after {attempts} attempts" if attempts is not None and attempts > 1 else "",
         "the remaining tasks are skipped (stop_on_error)"
         if stop_on_error
         else "the remaining tasks still run",
         exc_info=(type(exc), exc, exc.__traceback__),
-        extra={"afterward_task": name},
+        extra=task_extra(
+            entry, "failed", attempts, entry._duration if isinstance(entry, Call) else None
+        ),
     )
 
 
@@ -399,7 +421,10 @@ def _log_abandoned(
     collector: Collector, running: object, waiting: object, exc: BaseException
 ) -> None:
     never_started = collector.skip_pending()
+    if isinstance(running, Call):
+        cancel(running, exc, running.attempts, running.started_at)
     if waiting is not None:
+        abandon((waiting,))
         never_started = [waiting, *never_started]
     if running is None and not never_started:
         return

@@ -31,6 +31,7 @@ import anyio.abc
 from anyio.abc import TaskGroup
 
 from ._call import Call
+from ._events import listeners, scopes
 from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names
 from ._runner import (
@@ -261,7 +262,15 @@ class Supervisor:
     # -- running --------------------------------------------------------------------------------
 
     def _dispatch(self, collector: BackgroundTasks, *, first: bool) -> None:
-        if active_hook() is None and is_batchable(collector.next_pending()):
+        # Runs of plain sync entries go to the worker threads; anything else (an entry with a
+        # policy, a collector with concurrency, a tracing hook, event callbacks or attempt
+        # scopes) runs on the loop, where a sync attempt hops to a thread on its own.
+        if (
+            is_batchable(collector.next_pending())
+            and collector.concurrency == 1
+            and not (listeners or scopes)
+            and active_hook() is None
+        ):
             self._pool.submit(_SyncRun(self, collector, first))
         elif self._task_group is not None and self._state is not _State.CLOSED:
             self._task_group.start_soon(self._run_async, collector, first, None)

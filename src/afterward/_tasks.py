@@ -11,10 +11,11 @@ from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 from typing_extensions import ParamSpec
 
-from ._backend import Backend, check_backend, enqueue_entries
+from ._backend import Backend, check_backend, enqueue_entries, take_pending
 from ._call import Call
 from ._callables import TaskShape, check_call
 from ._events import emit, listeners
+from ._handle import abandon
 from ._report import names
 from ._runner import run_task, run_tasks
 
@@ -89,15 +90,22 @@ class BackgroundTasks(_StarletteTasks):
         on_error: `on_error(task, exc)`, sync or async, called after a task raised.
         limiter: Limiter for the worker threads of sync tasks. Defaults to
             `afterward.current_default_thread_limiter()`.
+        concurrency: How many of its tasks may run at once (default 1: one after the other,
+            in order). Above 1, the order in which they start is still the order of
+            `add_task`, but they end in any order.
         backend: Where the tasks run (see `afterward.Backend`): each task is checked by
             `backend.validate` when it is added, and running the collector hands its tasks to
             `backend.enqueue` instead of running them here. None (the default): in this process.
+
+    Raises:
+        TypeError: `on_error` is not callable, or `concurrency` is not a whole number >= 1.
     """
 
     tasks: list[_StarletteTask]
     stop_on_error: bool = False
     on_error: ErrorCallback | None = None
     limiter: CapacityLimiter | None = None
+    concurrency: int = 1
     backend: Backend | None = None
     _next: int = 0  # index of the first task that has not been started yet
     _running = False  # a run is in progress (see `__call__`)
@@ -109,12 +117,20 @@ class BackgroundTasks(_StarletteTasks):
         stop_on_error: bool = False,
         on_error: ErrorCallback | None = None,
         limiter: CapacityLimiter | None = None,
+        concurrency: int = 1,
         backend: Backend | None = None,
     ) -> None:
         if on_error is not None and not callable(on_error):
             raise TypeError(
                 f"on_error must be a callable taking (task, exception), got {on_error!r}."
             )
+        if concurrency != 1 or type(concurrency) is not int:
+            if type(concurrency) is not int or concurrency < 1:
+                raise TypeError(
+                    f"concurrency must be a whole number >= 1 (how many tasks may run at once), "
+                    f"got {concurrency!r}."
+                )
+            self.concurrency = concurrency
         self.tasks = list(tasks) if tasks else []
         # The defaults are class attributes: a collector per request costs one attribute less each.
         if stop_on_error:
@@ -197,14 +213,27 @@ class BackgroundTasks(_StarletteTasks):
         """Return whether some task has not been started yet."""
         return self._next < len(self.tasks)
 
-    def skip_pending(self) -> list[_StarletteTask]:
+    def skip_pending(self, *, keep_always: bool = False) -> list[_StarletteTask]:
         """Mark the tasks not started yet as done, without running them, and return them.
 
         Used where a run ends early (a failed request, `stop_on_error`, cancellation): the caller
         logs the returned tasks by name, and running the collector again will not start them.
+        Their handles get the status `"abandoned"`.
+
+        Args:
+            keep_always: Leave the tasks whose policy says `always=True` pending, in order (a
+                failed request still runs those).
         """
         pending = self.tasks[self._next :]
+        if keep_always:
+            kept = [task for task in pending if _is_always(task)]
+            if kept:
+                pending = [task for task in pending if not _is_always(task)]
+                self.tasks[self._next :] = kept
+                abandon(pending)
+                return pending
         self._next = len(self.tasks)
+        abandon(pending)
         return pending
 
     async def __call__(self) -> None:
@@ -218,13 +247,18 @@ class BackgroundTasks(_StarletteTasks):
         if self._running:
             return
         if self.backend is not None:
-            await enqueue_entries(self.backend, self.skip_pending())
+            await enqueue_entries(self.backend, take_pending(self))
             return
         self._running = True
         try:
             await run_tasks(self)
         finally:
             self._running = False
+
+
+def _is_always(task: object) -> bool:
+    policy = getattr(task, "policy", None)
+    return policy is not None and bool(getattr(policy, "always", False))
 
 
 def _fill(

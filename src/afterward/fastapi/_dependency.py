@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketDisconnect
 import afterward
 from afterward._callables import task_name
 from afterward._current import RequestSlot, request_slot
-from afterward._report import level_for, log_not_run
+from afterward._report import level_for, log_not_run, log_not_run_but_always
 
 __all__ = ["get_background_tasks", "tasks_from"]
 
@@ -132,7 +132,12 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
             yield tasks
         except BaseException as exc:
             reason = f"the request failed with {type(exc).__name__}"
-            log_not_run(tasks, reason, _level_for_failure(exc))
+            if log_not_run_but_always(tasks, reason, _level_for_failure(exc)):
+                # The `always=True` tasks run now, before the error goes on to FastAPI.
+                if isinstance(exc, Exception):
+                    await tasks()
+                else:
+                    log_not_run(tasks, reason, _level_for_failure(exc))
             raise
         finally:
             request_slot.reset(token)
