@@ -355,3 +355,93 @@ async def test_a_client_that_leaves_mid_response_gets_its_tasks_logged_not_queue
         await app({"type": "http", "method": "POST", "path": "/", "headers": []}, receive, send)
     assert backend.batches == []
     assert "the app raised OSError" in caplog.text
+
+
+async def test_tasks_added_after_a_503_are_logged_not_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = ListBackend()
+    backend.fail = ConnectionError("broker down")
+    app = BackgroundTasksMiddleware(
+        app_adding((send_email, "a@example.com"), streaming=True), backend=backend
+    )
+    async with client(app) as http:
+        response = await http.post("/")
+    assert response.status_code == 503  # the app's streamed body is dropped
+    assert "could not be queued" in response.text
+    assert "the response was replaced by a 503: test_backend.send_email" in caplog.text
+
+
+async def test_an_error_status_queues_nothing_and_a_request_without_tasks_nothing_either(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "afterward")
+    backend = ListBackend()
+    failing = BackgroundTasksMiddleware(
+        app_adding((send_email, "a@example.com"), status=500), backend=backend
+    )
+    empty = BackgroundTasksMiddleware(app_adding(), backend=backend)
+    async with client(failing) as http:
+        assert (await http.post("/")).status_code == 500
+    async with client(empty) as http:
+        assert (await http.post("/")).status_code == 200
+    assert backend.batches == []
+    assert "response status was 500 (run_when='success' needs < 400)" in caplog.text
+
+
+@pytest.mark.parametrize("run_when", ["completed", "always"])
+async def test_other_run_policies_queue_after_an_error_status(run_when: str) -> None:
+    backend = ListBackend()
+    app = BackgroundTasksMiddleware(
+        app_adding((send_email, "a@example.com"), status=500),
+        backend=backend,
+        run_when=run_when,  # type: ignore[arg-type]
+    )
+    async with client(app) as http:
+        assert (await http.post("/")).status_code == 500
+    assert backend.batches == [[("test_backend.send_email", ("a@example.com",))]]
+
+
+async def test_an_unfinished_response_queues_nothing_after_the_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "afterward")
+    backend = ListBackend(handoff="after_response")
+
+    async def unfinished(scope: Scope, receive: Receive, send: Send) -> None:
+        afterward.current_tasks().add_task(send_email, "a@example.com")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = BackgroundTasksMiddleware(unfinished, backend=backend)
+    await app({"type": "http", "method": "GET", "path": "/", "headers": []}, _no_receive, send)
+    assert backend.batches == []
+    assert "the response was not completed" in caplog.text
+
+
+async def test_a_denied_websocket_queues_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "afterward")
+    backend = ListBackend()
+
+    async def deny(scope: Scope, receive: Receive, send: Send) -> None:
+        afterward.current_tasks().add_task(send_email, "ws@example.com")
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    async def send(message: Message) -> None:
+        pass
+
+    app = BackgroundTasksMiddleware(deny, backend=backend)
+    await app({"type": "websocket", "path": "/ws", "headers": []}, _no_receive, send)
+    assert backend.batches == []
+    assert "response status was 403" in caplog.text
+
+
+async def _no_receive() -> Message:
+    await anyio.sleep_forever()
+    raise AssertionError  # never reached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import sys
 import types
 from pathlib import Path
@@ -129,6 +130,8 @@ def test_the_worker_finds_only_registered_functions_and_imports_nothing() -> Non
     assert find_by_message("celery_tasks.record", "celery_tasks:plain") is None  # name mismatch
     assert find_by_message(["x"], "celery_tasks:record") is None
     assert find_by_message("celery_sentinel.mark", "celery_sentinel:mark") is None
+    assert find_by_message("celery_tasks.gone", "celery_tasks:gone") is None
+    assert find_by_message("celery_tasks.gone", "celery_tasks:record.gone") is None
     assert "celery_sentinel" not in sys.modules
 
 
@@ -141,3 +144,23 @@ def test_backend_options_are_checked() -> None:
     backend = CeleryBackend(app, handoff="after_response", queue="q")
     assert backend.handoff == "after_response"
     assert "after_response" in repr(backend)
+
+
+def spread(key: str, *values: object, **labels: object) -> None:
+    """Takes any number of values and labels."""
+
+
+register_task(spread)
+
+
+def test_variadic_arguments_are_named_one_by_one() -> None:
+    tasks = collector()
+    with pytest.raises(TypeError, match=r"Argument values\[1\] of test_celery_backend\.spread"):
+        tasks.add_task(spread, "k", 1, {2})
+    with pytest.raises(TypeError, match=r"Argument 'color' of test_celery_backend\.spread"):
+        tasks.add_task(spread, "k", color=(1, 2))
+
+
+def test_a_partial_is_refused_saying_only_functions_travel() -> None:
+    with pytest.raises(TypeError, match="only functions defined with def at module level"):
+        collector().add_task(functools.partial(celery_tasks.plain, "k"), "v")

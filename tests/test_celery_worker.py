@@ -205,7 +205,7 @@ async def test_with_the_broker_down_the_client_gets_a_503_and_the_log_names_the_
 ) -> None:
     port, started = private_redis_port
     app = celery_tasks.make_app(f"redis://127.0.0.1:{port}/0", prefix="down:", queue="down")
-    asgi = web_app(CeleryBackend(app))
+    asgi = web_app(CeleryBackend(app, queue="elsewhere"))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=asgi), base_url="http://test"
     ) as http:
@@ -223,7 +223,7 @@ async def test_with_the_broker_down_the_client_gets_a_503_and_the_log_names_the_
         with anyio.fail_after(5):
             response = await http.post("/2", params={"key": "k"})
         assert response.status_code == 200
-    assert redis.Redis(port=port).llen("down:down") == 5
+    assert redis.Redis(port=port).llen("down:elsewhere") == 5
 
 
 @pytest.mark.anyio

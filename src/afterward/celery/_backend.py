@@ -170,7 +170,7 @@ class CeleryBackend(Backend):
                     f"the task."
                 )
         # Each argument survives alone but not together (a serializer with shared state).
-        raise TypeError(
+        raise TypeError(  # pragma: no cover - no serializer kombu ships does this
             f"The arguments of {task.name} do not survive Celery's {self.serializer!r} "
             f"serializer together; pass plain data instead."
         )
