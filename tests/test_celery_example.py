@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import uuid
@@ -26,10 +25,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A Redis database of its own for the example (it uses Celery's default queue)."""
-    base = require_redis().rsplit("/", 1)[0]
-    return f"{base}/{random.randint(1, 15)}"
+def config_dir(tmp_path: Path) -> Iterator[Path]:
+    """A Celery config module giving the example a queue and Redis keys of its own."""
+    token = uuid.uuid4().hex[:10]
+    (tmp_path / "example_celeryconfig.py").write_text(
+        f"task_default_queue = 'example-{token}'\n"
+        f"broker_transport_options = {{'global_keyprefix': 'example-{token}:'}}\n",
+        encoding="utf-8",
+    )
+    yield tmp_path
+    client = redis.Redis.from_url(require_redis())
+    keys = list(client.scan_iter(match=f"example-{token}:*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture
@@ -51,9 +59,15 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_the_example_app_sends_signups_to_the_worker(
-    redis_url: str, started: list[subprocess.Popen[bytes]], tmp_path: Path
+    config_dir: Path, started: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    redis_url = require_redis()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(config_dir)]),
+        "CELERY_CONFIG_MODULE": "example_celeryconfig",
+    }
     log = (tmp_path / "worker.log").open("wb")
     # The two commands of docs/scaling.md (with python -m, and a port of the test's own).
     started.append(
@@ -97,6 +111,7 @@ def test_the_example_app_sends_signups_to_the_worker(
         assert client.llen(f"celery_app:outbox:{email}") == 0  # the second ran before the CRM's
         worker_log = (tmp_path / "worker.log").read_text()
         assert f"The welcome email to {email} was already sent" in worker_log
+        assert ".> example-" in worker_log  # the queue of the config module, not "celery"
     finally:
         client.delete(f"celery_app:welcomed:{email}")
         log.close()
