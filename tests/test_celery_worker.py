@@ -7,12 +7,14 @@ one they skip saying how to start it, and under `AFTERWARD_REQUIRE_REDIS=1` (CI)
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -256,3 +258,30 @@ async def test_forged_messages_are_refused_never_imported_nor_run(
     log = celery_worker.log()
     for task_id in ids:
         assert f"Refusing Celery message {task_id}" in log
+
+
+RABBITMQ_URL = os.environ.get("AFTERWARD_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_the_same_tasks_go_through_rabbitmq(celery_session: Session, tmp_path: Path) -> None:
+    parts = urlsplit(RABBITMQ_URL)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5672), timeout=1).close()
+    except OSError:
+        pytest.skip(f"no RabbitMQ answers at {RABBITMQ_URL} (set AFTERWARD_TEST_RABBITMQ)")
+    queue = f"{celery_session.queue}-amqp"
+    app = celery_tasks.make_app(RABBITMQ_URL, prefix=celery_session.prefix, queue=queue)
+    key = celery_session.key()
+    worker = start_worker(celery_session, tmp_path / "amqp.log", queue=queue, broker=RABBITMQ_URL)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=web_app(CeleryBackend(app))), base_url="http://t"
+        ) as http:
+            response = await http.post("/0", params={"key": key})
+        assert response.status_code == 200
+        records = await anyio.to_thread.run_sync(take, celery_session.client(), key, len(KINDS))
+        assert sorted(records) == sorted(f"0-{kind}" for kind in KINDS)
+    finally:
+        worker.stop()

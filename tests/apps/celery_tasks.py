@@ -14,18 +14,20 @@ import anyio
 import redis
 import redis.asyncio
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
 import afterward
 import afterward.celery
 
 REDIS_URL = os.environ.get("AFTERWARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+BROKER_URL = os.environ.get("AFTERWARD_TEST_BROKER", REDIS_URL)  # RabbitMQ: amqp://...
 PREFIX = os.environ.get("AFTERWARD_TEST_PREFIX", "afterward-test:")
 QUEUE = os.environ.get("AFTERWARD_TEST_QUEUE", "afterward-test")
 VISIBILITY = float(os.environ.get("AFTERWARD_TEST_VISIBILITY", "3600"))
 
 
 def make_app(
-    broker: str = REDIS_URL,
+    broker: str = BROKER_URL,
     *,
     prefix: str = PREFIX,
     queue: str = QUEUE,
@@ -49,6 +51,12 @@ def make_app(
         broker_connection_retry_on_startup=True,
         worker_prefetch_multiplier=1,
     )
+    if broker.startswith("amqp"):
+        # A RabbitMQ queue outlives its consumers: this one deletes itself a minute after the
+        # test session stops using it.
+        celery_app.conf.task_queues = [
+            Queue(queue, Exchange(queue), routing_key=queue, queue_arguments={"x-expires": 60_000})  # type: ignore[no-untyped-call]
+        ]
     return celery_app
 
 

@@ -63,9 +63,12 @@ class Session:
     prefix: str
     queue: str
 
-    def env(self, *, visibility: float = 3600.0, queue: str | None = None) -> dict[str, str]:
-        """The environment of a worker for this session."""
+    def env(
+        self, *, visibility: float = 3600.0, queue: str | None = None, broker: str | None = None
+    ) -> dict[str, str]:
+        """The environment of a worker for this session (on Redis, unless `broker` is given)."""
         return {
+            "AFTERWARD_TEST_BROKER": broker or self.url,
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(APPS), *sys.path]),
             "AFTERWARD_TEST_REDIS": self.url,
@@ -154,10 +157,16 @@ class Worker:
 
 
 def start_worker(
-    session: Session, log: Path, *, visibility: float = 3600.0, queue: str | None = None
+    session: Session,
+    log: Path,
+    *,
+    visibility: float = 3600.0,
+    queue: str | None = None,
+    broker: str | None = None,
 ) -> Worker:
-    """Start a worker for `session` (its own `queue` if given), logging to `log`."""
-    return Worker(session.env(visibility=visibility, queue=queue), log, queue or session.queue)
+    """Start a worker for `session` (its own `queue` and `broker` if given), logging to `log`."""
+    env = session.env(visibility=visibility, queue=queue, broker=broker)
+    return Worker(env, log, queue or session.queue)
 
 
 @pytest.fixture(scope="session")
