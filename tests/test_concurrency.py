@@ -177,3 +177,13 @@ async def test_cancelling_a_concurrent_run_cancels_the_running_and_abandons_the_
 def test_concurrency_must_be_a_whole_number_of_at_least_one(value: object) -> None:
     with pytest.raises(TypeError, match=r"concurrency must be a whole number >= 1"):
         BackgroundTasks(concurrency=value)  # type: ignore[arg-type]
+
+
+async def test_starlette_tasks_in_a_concurrent_collector_run_as_they_run_themselves() -> None:
+    from starlette.background import BackgroundTask as StarletteTask
+
+    ran: list[str] = []
+    tasks = BackgroundTasks([StarletteTask(ran.append, "starlette")], concurrency=2)
+    tasks.add_task(ran.append, "afterward")
+    await tasks()
+    assert sorted(ran) == ["afterward", "starlette"]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 import afterward
@@ -249,4 +250,82 @@ async def test_attempt_scopes_wrap_each_attempt_inside_its_context_and_thread(ki
         ("exit", 1, "request", on_loop, "ConnectionError"),
         ("enter", 2, "request", on_loop, None),
         ("exit", 2, "request", on_loop, None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_failing_attempt_scope_is_logged_and_the_task_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        def __init__(self, where: str) -> None:
+            self.where = where
+
+        def __enter__(self) -> None:
+            if self.where == "enter":
+                raise RuntimeError("enter")
+
+        def __exit__(self, *info: object) -> None:
+            if self.where == "exit":
+                raise RuntimeError("exit")
+
+    ran: list[int] = []
+    removers = [
+        afterward.add_attempt_scope(lambda task, attempt: Broken("enter")),
+        afterward.add_attempt_scope(lambda task, attempt: Broken("exit")),
+    ]
+    try:
+        tasks = BackgroundTasks()
+        entry = tasks.add_task(ran.append, 1)
+        await tasks()
+    finally:
+        for remove in removers:
+            remove()
+    assert ran == [1]
+    assert entry.status == "succeeded"
+    assert "attempt scope" in caplog.text
+    assert "failed to enter" in caplog.text
+    assert "failed to exit" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_events_in_order_under_the_middleware(kind: str) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from test_middleware import client, running
+
+    handles: list[afterward.BackgroundTask] = []
+
+    async def endpoint(request: Request) -> Response:
+        tasks = afterward.current_tasks()
+        handles.append(tasks.add_task(afterward.task(flaky_func(kind, 1), retries=1)))
+        handles.append(tasks.add_task(job))
+        return PlainTextResponse("ok")
+
+    events: list[tuple[str, str, int]] = []
+    stop = afterward.on_event(
+        lambda event: events.append((event.kind, event.name.rpartition(".")[2], event.attempt))
+    )
+    app = afterward.BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]))
+    try:
+        async with running(app), client(app) as http:
+            await http.get("/")
+            with anyio.fail_after(5):
+                await handles[1].wait()
+    finally:
+        stop()
+    name = "sync" if kind == "sync" else "asynchronous"
+    assert events == [
+        ("queued", name, 0),
+        ("queued", "job", 0),
+        ("started", name, 1),
+        ("retrying", name, 1),
+        ("started", name, 2),
+        ("succeeded", name, 2),
+        ("started", "job", 1),
+        ("succeeded", "job", 1),
     ]

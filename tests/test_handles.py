@@ -54,6 +54,17 @@ def test_ids_are_unique_strings_made_on_first_read() -> None:
     assert first.id != second.id
 
 
+def test_a_forked_process_makes_ids_of_its_own() -> None:
+    from afterward import _handle
+
+    before = BackgroundTasks().add_task(noop).id
+    _handle._new_prefix()  # what `os.register_at_fork` runs in a child
+    after = BackgroundTasks().add_task(noop).id
+    assert len(before) == len(after) == 32
+    assert before[:20] != after[:20]
+    assert after.endswith("1")
+
+
 async def test_inline_statuses_and_timings_of_sync_and_async_tasks() -> None:
     seen: list[str] = []
     tasks = BackgroundTasks()
@@ -190,7 +201,9 @@ async def test_detached_statuses_and_wait_for_worker_threads_and_the_loop() -> N
     ] * 4
 
 
-async def test_at_the_drain_deadline_tasks_are_cancelled_or_abandoned() -> None:
+async def test_at_the_drain_deadline_tasks_are_cancelled_or_abandoned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     stuck = Stuck()
     handles: dict[str, BackgroundTask] = {}
 
@@ -214,6 +227,8 @@ async def test_at_the_drain_deadline_tasks_are_cancelled_or_abandoned() -> None:
         assert handles["sync after"].status == "abandoned"
         # A thread cannot be stopped: the task still runs, and ends as it ends.
         assert handles["sync"].status == "running"
+        (still,) = [r for r in caplog.records if "still running" in r.getMessage()]
+        assert getattr(still, "afterward_task_id", None) == handles["sync"].id
     finally:
         stuck.release.set()
     with anyio.fail_after(5):
@@ -242,3 +257,22 @@ async def test_sync_tasks_still_queued_at_the_drain_deadline_are_abandoned() -> 
         assert handles[1].status == "abandoned"
     finally:
         stuck.release.set()
+
+
+async def test_detached_stop_on_error_abandons_the_rest_of_the_request() -> None:
+    handles: list[BackgroundTask] = []
+
+    async def endpoint(request: Request) -> Response:
+        tasks = current_tasks()
+        handles.extend([tasks.add_task(noop), tasks.add_task(fail), tasks.add_task(anoop)])
+        return PlainTextResponse("ok")
+
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/", endpoint)]),
+        collector=lambda: BackgroundTasks(stop_on_error=True),
+    )
+    async with running(app), client(app) as http:
+        await http.get("/")
+        with anyio.fail_after(5):
+            await handles[2].wait()
+    assert [h.status for h in handles] == ["succeeded", "failed", "abandoned"]

@@ -89,6 +89,7 @@ def test_timeout_on_a_sync_function_is_refused_as_a_decorator_too() -> None:
         ({"retry_on": ValueError()}, "an exception class or a tuple"),
         ({"retry_on": (ValueError, int)}, "retry_on"),
         ({"retry_on": ()}, "retry_on"),
+        ({"retry_on": KeyboardInterrupt}, "never retried"),
     ],
 )
 def test_bad_options_are_type_errors_naming_the_option(
@@ -147,6 +148,8 @@ def test_a_decorated_method_is_bound_with_its_policy() -> None:
     assert entry.policy.retries == 1
     assert getattr(entry.func, "__self__", None) is mailer
     assert isinstance(Mailer.__dict__["send"], Task)
+    assert Mailer.send is Mailer.__dict__["send"]  # from the class: the task itself
+    assert repr(Mailer.send).startswith("<Task test_policy.")
 
 
 def test_delay_doubles_up_to_the_cap_and_jitter_stays_within_half() -> None:

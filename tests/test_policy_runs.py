@@ -7,10 +7,12 @@ import threading
 
 import anyio
 import pytest
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from afterward import (
     BackgroundTasks,
@@ -20,6 +22,7 @@ from afterward import (
     inject,
     task,
 )
+from afterward.fastapi import BackgroundTasks as DropIn
 from test_middleware import client, running
 
 pytestmark = pytest.mark.anyio
@@ -259,4 +262,57 @@ async def test_always_tasks_run_after_a_422_of_an_injected_endpoint() -> None:
     async with client(app) as http:
         response = await http.get("/?number=abc")
     assert response.status_code == 422
+    assert log == ["audited"]
+
+
+class Stop(BaseException):
+    """Not an Exception: what a cancellation or an exit looks like to the middleware."""
+
+
+async def test_always_tasks_of_a_request_stopped_by_a_base_exception_are_queued_at_once() -> None:
+    log: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            assert message["type"] == "lifespan.shutdown"
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        tasks = current_tasks()
+        tasks.add_task(audit, log, "skipped")
+        tasks.add_task(task(audit, always=True), log, "audited")
+        raise Stop
+
+    middleware = BackgroundTasksMiddleware(app)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        pass
+
+    async with running(middleware):
+        with pytest.raises(Stop):
+            await middleware({"type": "http", "path": "/"}, receive, send)
+        assert middleware.supervisor is not None
+        with anyio.fail_after(5):
+            await middleware.supervisor.wait_idle()
+    assert log == ["audited"]
+
+
+async def test_always_tasks_run_before_the_error_of_a_fastapi_drop_in_route() -> None:
+    log: list[str] = []
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(background_tasks: DropIn) -> dict[str, str]:
+        background_tasks.add_task(audit, log, "skipped")
+        background_tasks.add_task(task(audit, always=True), log, "audited")
+        raise RuntimeError("boom")
+
+    async with client(app) as http:
+        with pytest.raises(RuntimeError):
+            await http.get("/")
     assert log == ["audited"]

@@ -168,7 +168,7 @@ def _enter(entry: Call, attempt: int) -> tuple[AbstractContextManager[Any], ...]
     entered: list[AbstractContextManager[Any]] = []
     for factory in tuple(scopes):
         try:
-            manager = factory(entry, attempt)
+            manager = factory(entry, attempt)  # type: ignore[arg-type]  # a BackgroundTask
             manager.__enter__()
         except Exception:
             logger.exception("An afterward attempt scope (%r) failed to enter.", factory)

@@ -51,7 +51,7 @@ class TaskPolicy:
     backoff: float = 0.0
     backoff_max: float = 60.0
     jitter: bool = True
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_on: tuple[type[Exception], ...] = (Exception,)
     timeout: float | None = None
     always: bool = False
 
@@ -134,7 +134,7 @@ def task(
     backoff: float = ...,
     backoff_max: float = ...,
     jitter: bool = ...,
-    retry_on: tuple[type[BaseException], ...] | type[BaseException] = ...,
+    retry_on: tuple[type[Exception], ...] | type[Exception] = ...,
     timeout: float | None = ...,
     always: bool = ...,
 ) -> Task[P, R]: ...
@@ -146,7 +146,7 @@ def task(
     backoff: float = ...,
     backoff_max: float = ...,
     jitter: bool = ...,
-    retry_on: tuple[type[BaseException], ...] | type[BaseException] = ...,
+    retry_on: tuple[type[Exception], ...] | type[Exception] = ...,
     timeout: float | None = ...,
     always: bool = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
@@ -159,7 +159,7 @@ def task(
     backoff: float = _UNSET,
     backoff_max: float = _UNSET,
     jitter: bool = _UNSET,
-    retry_on: tuple[type[BaseException], ...] | type[BaseException] = _UNSET,
+    retry_on: tuple[type[Exception], ...] | type[Exception] = _UNSET,
     timeout: float | None = _UNSET,
     always: bool = _UNSET,
 ) -> Any:
@@ -270,13 +270,14 @@ def _seconds(key: str, value: object) -> None:
         raise TypeError(f"task({key}=...) must be a number of seconds >= 0, got {value!r}.")
 
 
-def _exception_types(value: object) -> tuple[type[BaseException], ...]:
+def _exception_types(value: object) -> tuple[type[Exception], ...]:
     types_ = value if isinstance(value, tuple) else (value,)
     if not types_ or not all(
-        isinstance(kind, type) and issubclass(kind, BaseException) for kind in types_
+        isinstance(kind, type) and issubclass(kind, Exception) for kind in types_
     ):
         raise TypeError(
             f"task(retry_on=...) must be an exception class or a tuple of them, such as "
-            f"(ConnectionError, TimeoutError), got {value!r}."
+            f"(ConnectionError, TimeoutError), got {value!r}. (Cancellations and exits, which are "
+            f"not Exception subclasses, are never retried.)"
         )
     return types_

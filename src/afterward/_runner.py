@@ -6,7 +6,7 @@ async tasks are awaited on the event loop. Each task runs in a copy of the conte
 it was added. A task that raises is logged and reported, and the next one runs. Cancellation is
 never swallowed: the tasks it prevents are logged by name before it propagates.
 
-Each afterward entry is its own handle: the fast paths write its status, attempts and times;
+Each afterward entry is its own handle: the fast paths write its status and times;
 an entry with a policy, one that overrides `__call__`, and every entry while event callbacks or
 attempt scopes are registered, is run attempt by attempt by `_attempt.run_attempts` instead
 (without batching). A collector made with `concurrency=N` runs up to N entries at once, each on
@@ -30,10 +30,11 @@ from anyio import from_thread
 from . import _hop as hop
 from ._attempt import run_attempts
 from ._call import Call
-from ._events import hooked
-from ._handle import abandon, cancel, fail, succeed
+from ._events import listeners, scopes, succeeded_counter
+from ._failures import log_abandoned, log_failure, log_interrupted, report_failure
+from ._handle import fail, succeed
 from ._limiter import task_hop_limiter
-from ._report import entry_name, logger, names, task_extra
+from ._report import logger, names
 from ._steps import await_in_context, resume, start_async
 from ._tracing import TraceHook, active_hook, run_through_hook
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Collector",
     "is_batchable",
-    "report_failure_now",
     "run_call",
     "run_sync_batch",
     "run_task",
@@ -98,7 +98,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
-    managed = hooked()  # event callbacks or attempt scopes: every entry runs attempt by attempt
+    # Event callbacks or attempt scopes: every entry runs attempt by attempt.
+    managed = bool(listeners or scopes)
     stop_before_sync = until_sync and hook is None and not managed
     try:
         while True:
@@ -116,16 +117,20 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                 await _run_managed(collector, entry)
             elif entry.is_async:
                 started = time.time()
-                entry.status, entry.attempts, entry.started_at = "running", 1, started
+                entry.status, entry.started_at = "running", started
                 try:
                     suspended = start_async(entry)
                     if suspended is not None:
                         await resume(*suspended)
                 except Exception as exc:
                     fail(entry, exc, 1, started)
-                    await _report_failure(collector, entry, exc)
+                    await report_failure(collector, entry, exc)
                 else:
-                    succeed(entry, 1, started)
+                    # `succeed()`, written out: no callback or scope to serve on this path.
+                    entry.finished_at, entry.status = time.time(), "succeeded"
+                    next(succeeded_counter)
+                    if entry._waiter is not None:
+                        entry._waiter.wake()
             else:
                 running, waiting = None, entry
                 stopped = await hop.run_sync(
@@ -137,7 +142,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await settle_sync_stop(collector, *stopped)
             running = None
     except BaseException as exc:
-        _log_abandoned(collector, running, waiting, exc)
+        log_abandoned(collector, running, waiting, exc)
         raise
 
 
@@ -160,9 +165,9 @@ async def run_task(entry: Call) -> None:
         else:  # an override awaited by Starlette itself, calling `super().__call__()`
             await run_call(entry, entry.context.copy(), None)
     except Exception as exc:
-        _log_failure(entry, exc, stop_on_error=False)
+        log_failure(entry, exc, stop_on_error=False)
     except BaseException as exc:
-        _log_interrupted(entry.name, exc, ())
+        log_interrupted(entry.name, exc, ())
         raise
 
 
@@ -199,7 +204,7 @@ async def _run_managed(collector: Collector, entry: Call) -> None:
     try:
         await run_attempts(entry, collector.limiter, _run_override)
     except Exception as exc:
-        await _report_failure(collector, entry, exc)
+        await report_failure(collector, entry, exc)
 
 
 async def _run_awaitable_entry(collector: Collector, entry: object) -> None:
@@ -209,7 +214,7 @@ async def _run_awaitable_entry(collector: Collector, entry: object) -> None:
         # another awaitable callable): run it as it runs itself.
         await entry()  # type: ignore[operator]
     except Exception as exc:
-        await _report_failure(collector, entry, exc)
+        await report_failure(collector, entry, exc)
 
 
 async def _run_override(entry: Call, limiter: CapacityLimiter | None, context: Context) -> None:
@@ -269,7 +274,7 @@ async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> N
     try:
         await run_through_hook(hook, entry, execute if isinstance(entry, Call) else None)
     except Exception as exc:
-        await _report_failure(collector, entry, exc)
+        await report_failure(collector, entry, exc)
 
 
 async def settle_sync_stop(
@@ -277,7 +282,7 @@ async def settle_sync_stop(
 ) -> None:
     """Deal with what stopped a run of sync entries (see `run_sync_batch`) on the loop."""
     if entry is not None and isinstance(outcome, Exception):
-        await _report_failure(collector, entry, outcome)
+        await report_failure(collector, entry, outcome)
         return
     if isinstance(outcome, BaseException):
         raise outcome  # the caller names `entry` as interrupted: it is what was running
@@ -289,7 +294,7 @@ async def settle_sync_stop(
     except Exception as exc:
         if entry is not None:
             fail(entry, exc, 1, started)
-        await _report_failure(collector, entry, exc)
+        await report_failure(collector, entry, exc)
     else:
         if entry is not None:
             succeed(entry, 1, started)
@@ -320,7 +325,7 @@ def run_sync_batch(
     while True:
         context = entry.context.copy()
         started = time.time()
-        entry.status, entry.attempts, entry.started_at = "running", 1, started
+        entry.status, entry.started_at = "running", started
         try:
             result = _call_sync(entry, context)
         except BaseException as exc:
@@ -330,7 +335,14 @@ def run_sync_batch(
             return entry, context, exc
         if result is not None and inspect.isawaitable(result):
             return entry, context, result  # the entry goes on, on the loop
-        succeed(entry, 1, started)
+        # `succeed()`, written out (callbacks registered meanwhile get their event there).
+        if listeners:
+            succeed(entry, 1, started)
+        else:
+            entry.finished_at, entry.status = time.time(), "succeeded"
+            next(succeeded_counter)
+            if entry._waiter is not None:
+                entry._waiter.wake()
         try:
             following = take(collector)
         except BaseException as exc:
@@ -360,84 +372,3 @@ def _call_sync(entry: Call, context: Context) -> object:
 def _call_sync_boxed(entry: Call, context: Context) -> tuple[object]:
     # Boxed: trio's `to_thread.run_sync` refuses a function that returns a coroutine.
     return (_call_sync(entry, context),)
-
-
-async def _report_failure(collector: Collector, entry: object, exc: Exception) -> None:
-    pending = report_failure_now(collector, entry, exc)
-    if pending is not None:
-        try:
-            await pending
-        except Exception:
-            logger.exception("The on_error callback failed while handling %s.", entry_name(entry))
-
-
-def report_failure_now(
-    collector: Collector, entry: object, exc: Exception
-) -> Awaitable[object] | None:
-    """Log a failed entry, call `on_error`, apply `stop_on_error`; in any thread.
-
-    Returns:
-        What `on_error` returned if it must still be awaited (an async `on_error`), else None.
-    """
-    name = entry_name(entry)
-    _log_failure(entry, exc, stop_on_error=collector.stop_on_error)
-    pending: Awaitable[object] | None = None
-    if collector.on_error is not None:
-        try:
-            result = collector.on_error(entry, exc)
-            if inspect.isawaitable(result):
-                pending = result
-        except Exception:
-            logger.exception("The on_error callback failed while handling %s.", name)
-    if collector.stop_on_error:
-        skipped = collector.skip_pending()
-        if skipped:
-            logger.error(
-                "Skipping %d background task(s) because %s failed and stop_on_error is set: %s.",
-                len(skipped),
-                name,
-                names(skipped),
-            )
-    return pending
-
-
-def _log_failure(entry: object, exc: Exception, *, stop_on_error: bool) -> None:
-    attempts = entry.attempts if isinstance(entry, Call) else None
-    logger.error(
-        "Background task %s failed%s; %s.",
-        entry_name(entry),
-        f" after {attempts} attempts" if attempts is not None and attempts > 1 else "",
-        "the remaining tasks are skipped (stop_on_error)"
-        if stop_on_error
-        else "the remaining tasks still run",
-        exc_info=(type(exc), exc, exc.__traceback__),
-        extra=task_extra(
-            entry, "failed", attempts, entry._duration if isinstance(entry, Call) else None
-        ),
-    )
-
-
-def _log_abandoned(
-    collector: Collector, running: object, waiting: object, exc: BaseException
-) -> None:
-    never_started = collector.skip_pending()
-    if isinstance(running, Call):
-        cancel(running, exc, running.attempts, running.started_at)
-    if waiting is not None:
-        abandon((waiting,))
-        never_started = [waiting, *never_started]
-    if running is None and not never_started:
-        return
-    _log_interrupted(entry_name(running) if running is not None else None, exc, never_started)
-
-
-def _log_interrupted(
-    running: str | None, exc: BaseException, never_started: Sequence[object]
-) -> None:
-    logger.warning(
-        "Background tasks stopped by %s: %s; %d task(s) never started: %s.",
-        type(exc).__name__,
-        f"{running} was interrupted" if running is not None else "none was running",
-        len(never_started),
-        names(never_started) or "none",
-    )

@@ -32,15 +32,10 @@ from anyio.abc import TaskGroup
 
 from ._call import Call
 from ._events import listeners, scopes
+from ._failures import report_failure_now
 from ._loopcall import LoopCaller
-from ._report import entry_name, log_not_run, logger, names
-from ._runner import (
-    is_batchable,
-    report_failure_now,
-    run_sync_batch,
-    run_tasks,
-    settle_sync_stop,
-)
+from ._report import entry_name, log_not_run, logger, names, task_extra
+from ._runner import is_batchable, run_sync_batch, run_tasks, settle_sync_stop
 from ._tasks import BackgroundTasks
 from ._tracing import active_hook
 from ._workers import WorkerPool
@@ -384,6 +379,7 @@ class _SyncRun:
             timeout,
             len(never_started),
             names(never_started) or "none",
+            extra=task_extra(current, "abandoned", 1, None) if current is not None else None,
         )
 
     def run(self) -> None:
@@ -436,6 +432,7 @@ class _SyncRun:
                     type(outcome).__name__,
                     len(never_started),
                     names(never_started) or "none",
+                    extra=task_extra(stopped, "failed", 1, stopped._duration if stopped else None),
                 )
                 return False
             # A sync function returned an awaitable: awaited on the loop, in its context.

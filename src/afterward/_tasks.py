@@ -40,6 +40,9 @@ class BackgroundTask(_StarletteTask, Call):
     It is a `starlette.background.BackgroundTask`, so it can be passed on its own as a response's
     `background=`; run that way, it gets afterward's semantics (isolated errors, own threads).
 
+    It is also the task's handle, which `add_task` returns: `status`, `exception`, `attempts`,
+    the timings and `await wait()` tell what became of it (see docs/policies.md).
+
     A subclass may override `__call__` (to time, trace or retry the task): in a collector the
     override is awaited, as Starlette does, inside the captured context, and `await
     super().__call__()` in it runs the function on the collector's limiter and raises what the
@@ -50,8 +53,18 @@ class BackgroundTask(_StarletteTask, Call):
         args: Positional arguments for `func`.
         kwargs: Keyword arguments for `func`.
         is_async: Whether `func` is awaited on the event loop (else it runs in a worker thread).
-        name: `module.qualname` of `func`, used in logs.
+        name: `module.qualname` of `func` (or the name given to `afterward.task`), used in
+            logs, events and metrics.
         context: The `contextvars.Context` the task runs in.
+        id: A unique string, made when first read.
+        status: `"pending"`, `"running"`, `"succeeded"`, `"failed"`, `"cancelled"` (stopped while
+            it ran) or `"abandoned"` (never run: the request failed, `stop_on_error`, a drain).
+        exception: The exception of the last failed attempt, or None.
+        attempts: How many attempts have started.
+        queued_at: `time.time()` when it was added.
+        started_at: `time.time()` when its first attempt started, or None.
+        finished_at: `time.time()` when it ended, or None.
+        policy: Its `afterward.TaskPolicy` (from `afterward.task`), or None.
     """
 
     name: str
@@ -71,6 +84,15 @@ class BackgroundTask(_StarletteTask, Call):
     async def __call__(self) -> None:
         """Run the task (see the class docstring for a subclass's `super().__call__()`)."""
         await run_task(self)
+
+    async def wait(self) -> None:
+        """Return once the task has ended, whichever way (see `status`).
+
+        Call it on the event loop; it works whichever thread ends the task. A task that is
+        never run never ends: put a deadline around the wait (`anyio.fail_after`) where that
+        can happen.
+        """
+        await super().wait()
 
 
 class BackgroundTasks(_StarletteTasks):
