@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -17,6 +18,7 @@ from starlette.websockets import WebSocket
 
 import afterward
 from afterward import Backend, BackgroundTask, BackgroundTasks, BackgroundTasksMiddleware
+from afterward.fastapi import BackgroundTasks as FastAPITasks
 from test_middleware import client, running
 
 pytestmark = pytest.mark.anyio
@@ -445,3 +447,18 @@ async def test_a_denied_websocket_queues_nothing(caplog: pytest.LogCaptureFixtur
 async def _no_receive() -> Message:
     await anyio.sleep_forever()
     raise AssertionError  # never reached
+
+
+async def test_fastapi_s_drop_in_under_the_middleware_sends_to_the_backend() -> None:
+    backend = ListBackend()
+    api = FastAPI()
+
+    @api.post("/sign-up")
+    async def sign_up(background_tasks: FastAPITasks) -> dict[str, str]:
+        background_tasks.add_task(send_email, "a@example.com")
+        return {"ok": "yes"}
+
+    app = BackgroundTasksMiddleware(api, backend=backend)
+    async with client(app) as http:
+        assert (await http.post("/sign-up")).json() == {"ok": "yes"}
+    assert backend.batches == [[("test_backend.send_email", ("a@example.com",))]]
