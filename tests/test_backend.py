@@ -391,9 +391,10 @@ async def test_an_error_status_queues_nothing_and_a_request_without_tasks_nothin
     assert "response status was 500 (run_when='success' needs < 400)" in caplog.text
 
 
+@pytest.mark.parametrize("handoff", ["before_response", "after_response"])
 @pytest.mark.parametrize("run_when", ["completed", "always"])
-async def test_other_run_policies_queue_after_an_error_status(run_when: str) -> None:
-    backend = ListBackend()
+async def test_other_run_policies_queue_after_an_error_status(run_when: str, handoff: str) -> None:
+    backend = ListBackend(handoff=handoff)
     app = BackgroundTasksMiddleware(
         app_adding((send_email, "a@example.com"), status=500),
         backend=backend,
@@ -462,3 +463,24 @@ async def test_fastapi_s_drop_in_under_the_middleware_sends_to_the_backend() -> 
     async with client(app) as http:
         assert (await http.post("/sign-up")).json() == {"ok": "yes"}
     assert backend.batches == [[("test_backend.send_email", ("a@example.com",))]]
+
+
+async def test_tasks_queued_before_the_app_failed_mid_body_stay_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = ListBackend()
+
+    async def fails_mid_body(scope: Scope, receive: Receive, send: Send) -> None:
+        afterward.current_tasks().add_task(send_email, "a@example.com")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("boom")
+
+    async def send(message: Message) -> None:
+        pass
+
+    app = BackgroundTasksMiddleware(fails_mid_body, backend=backend)
+    with pytest.raises(RuntimeError, match="boom"):
+        await app({"type": "http", "method": "GET", "path": "/", "headers": []}, _no_receive, send)
+    assert backend.batches == [[("test_backend.send_email", ("a@example.com",))]]
+    assert "Not running" not in caplog.text

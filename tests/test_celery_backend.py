@@ -164,3 +164,13 @@ def test_variadic_arguments_are_named_one_by_one() -> None:
 def test_a_partial_is_refused_saying_only_functions_travel() -> None:
     with pytest.raises(TypeError, match="only functions defined with def at module level"):
         collector().add_task(functools.partial(celery_tasks.plain, "k"), "v")
+
+
+def test_arguments_of_a_function_without_a_signature_are_numbered() -> None:
+    register_task(max)  # a builtin: inspect cannot read its signature
+    tasks = collector()
+    tasks.add_task(max, 1, 2)
+    with pytest.raises(TypeError, match=r"Argument #2 of builtins\.max"):
+        tasks.add_task(max, 1, {2})
+    with pytest.raises(TypeError, match=r"Argument 'key' of builtins\.max"):
+        tasks.add_task(max, [1], key={len})
