@@ -173,4 +173,4 @@ def test_arguments_of_a_function_without_a_signature_are_numbered() -> None:
     with pytest.raises(TypeError, match=r"Argument #2 of builtins\.max"):
         tasks.add_task(max, 1, {2})
     with pytest.raises(TypeError, match=r"Argument 'key' of builtins\.max"):
-        tasks.add_task(max, [1], key={len})
+        tasks.add_task(max, [1], key={len})  # type: ignore[arg-type]
