@@ -165,23 +165,24 @@ async def enqueue_entries(
         abandon(others)
     if not calls:
         return not others
+    failure: Exception | None = None
     try:
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout) as scope:
             await backend.enqueue(calls)
     except Exception as exc:
-        reason = (
-            f"it took more than {timeout:g} s"
-            if isinstance(exc, TimeoutError)
-            else f"{type(exc).__name__}: {exc}"
-        )
-        logger.error(
-            "Could not queue %d background task(s) on %s (%s); they will not run: %s.",
-            len(calls),
-            type(backend).__name__,
-            reason,
-            names(calls),
-            exc_info=not isinstance(exc, TimeoutError),
-        )
-        abandon(calls)
-        return False
+        failure = exc
+    if failure is None and not scope.cancelled_caught:
+        return not others
+    logger.error(
+        "Could not queue %d background task(s) on %s (%s); they will not run: %s.",
+        len(calls),
+        type(backend).__name__,
+        f"it took more than {timeout:g} s"
+        if failure is None
+        else f"{type(failure).__name__}: {failure}",
+        names(calls),
+        exc_info=failure,
+    )
+    abandon(calls)
+    return False
     return not others
