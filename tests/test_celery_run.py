@@ -14,7 +14,8 @@ import pytest
 from celery import Celery
 
 import afterward
-from afterward.celery import RUN_TASK, register
+from afterward import BackgroundTasks
+from afterward.celery import RUN_TASK, TIME_LIMIT_GRACE, CeleryBackend, register
 
 calls: list[str] = []
 attempts: dict[str, int] = {}
@@ -48,6 +49,11 @@ async def too_slow(value: str) -> None:
 @afterward.task
 async def remember_async(value: str) -> None:
     await anyio.sleep(0)
+    calls.append(value)
+
+
+@afterward.task(name="emails.welcome")
+def named(value: str) -> None:
     calls.append(value)
 
 
@@ -132,3 +138,26 @@ def test_anything_else_is_refused_and_logged(
     [record] = caplog.records
     assert record.levelno == logging.ERROR
     assert "Refusing Celery message forged-1" in record.getMessage()
+
+
+def test_a_task_with_a_name_of_its_own_is_found_by_that_name(run: Any) -> None:
+    run.apply(args=message(named, "j"))
+    assert calls == ["j"]
+    assert message(named, "j")[:2] == ["emails.welcome", "test_celery_run:named"]
+
+
+def test_what_the_web_side_sends_is_what_the_worker_runs(run: Any) -> None:
+    backend = CeleryBackend(Celery("web", set_as_current=False))
+    tasks = BackgroundTasks(backend=backend)
+    sent = [
+        tasks.add_task(named, "k"),
+        tasks.add_task(afterward.task(fails_twice, retries=3), "l"),
+        tasks.add_task(too_slow, "m"),
+    ]
+    messages = [backend._message(entry) for entry in sent]
+    assert [m["task_id"] for m in messages] == [entry.id for entry in sent]
+    assert messages[2]["time_limit"] == 0.05 + TIME_LIMIT_GRACE
+    for message_ in messages:
+        run.apply(args=message_["args"])
+    assert calls == ["k", "l"]
+    assert attempts == {"l": 3}
