@@ -1,8 +1,8 @@
 """Task events, attempt scopes and outcome counters: the hooks observability builds on.
 
 - `on_event(callback)`: the callback gets a `TaskEvent` at each transition of every task
-  (queued, started, succeeded, failed, retrying, cancelled, abandoned), in the thread where it
-  happens (a worker thread for a sync task). A callback that raises is logged, never breaks a task.
+  (queued, started, succeeded, failed, retrying, cancelled, abandoned), in the thread that
+  records it (see `on_event`). A callback that raises is logged, never breaks a task.
 - `add_attempt_scope(factory)`: `factory(task, attempt)` returns a context manager entered around
   each attempt, inside the attempt's context (in the worker thread for a sync task), and exited
   with the attempt's exception, if any. OpenTelemetry's span per attempt is one.
@@ -97,9 +97,11 @@ succeeded_counter = _counters["succeeded"]
 def on_event(callback: Callable[[TaskEvent], object]) -> Callable[[], None]:
     """Call `callback(event)` at every transition of every task; return a function that stops it.
 
-    The callback runs in the thread where the transition happens: the event loop's for async
-    tasks, a worker thread for sync ones. Keep it quick, and thread-safe. If it raises, the
-    exception is logged and the task goes on.
+    The callback runs in the thread that records the transition: `queued` in the one that
+    called `add_task`; the others, while a callback is registered, on the event loop (a sync
+    task's attempts still run in worker threads), except for tasks whose run had already started
+    when the callback was registered (a worker thread's, for sync ones). Keep it quick, and
+    thread-safe. If it raises, the exception is logged and the task goes on.
 
     Raises:
         TypeError: `callback` is not callable.
