@@ -8,6 +8,7 @@ in order, each failure logged by name without stopping the others.
 from __future__ import annotations
 
 from ._attach import attach as attach
+from ._backend import Backend as Backend
 from ._current import current_tasks as current_tasks
 from ._events import TaskEvent as TaskEvent
 from ._events import add_attempt_scope as add_attempt_scope
@@ -31,6 +32,7 @@ __version__ = "0.1.1"
 
 __all__ = [
     "DEFAULT_THREAD_LIMIT",
+    "Backend",
     "BackgroundTask",
     "BackgroundTasks",
     "BackgroundTasksMiddleware",

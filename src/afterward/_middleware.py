@@ -17,7 +17,9 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._backend import Backend, check_backend
 from ._current import RequestSlot, request_slot
+from ._handoff import bind_backend, serve_with_backend
 from ._report import level_for, log_not_run, log_not_run_but_always, logger
 from ._stats import Stats, supervisor_stats
 from ._supervisor import Supervisor
@@ -59,6 +61,10 @@ class BackgroundTasksMiddleware:
             those made with `afterward.task(..., always=True)`, which run whatever happened.
         collector: Makes each request's collector, e.g. `lambda: BackgroundTasks(on_error=report)`
             or a `BackgroundTasks` subclass.
+        backend: Where the tasks run (see `afterward.Backend`, and the "Scaling out" page):
+            None (the default) runs them in this process; a backend such as
+            `afterward.celery.CeleryBackend` gets them, at the hand-off point it declares, and
+            `handoff_timeout` bounds how long enqueueing may take.
 
     Raises:
         ValueError: an option is out of range.
@@ -75,6 +81,7 @@ class BackgroundTasksMiddleware:
         workers: int = 16,
         run_when: RunWhen = "success",
         collector: Callable[[], BackgroundTasks] = BackgroundTasks,
+        backend: Backend | None = None,
     ) -> None:
         _check_count("max_running", max_running)
         _check_count("max_waiting", max_waiting)
@@ -90,6 +97,9 @@ class BackgroundTasksMiddleware:
                 f"collector must be a callable that returns an afterward.BackgroundTasks, "
                 f"such as the class itself, got {collector!r}."
             )
+        if backend is not None:
+            collector = bind_backend(collector, check_backend(backend))
+        self.backend = backend
         self.app: ASGIApp = app
         self.drain_timeout = drain_timeout
         self.max_running = max_running
@@ -110,6 +120,9 @@ class BackgroundTasksMiddleware:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        if self.backend is not None:
+            await serve_with_backend(self, self.backend, scope, receive, send)
             return
         state = _RequestState(self.collector, send, kind == "websocket")
         token = request_slot.set(state)

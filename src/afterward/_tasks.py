@@ -11,6 +11,7 @@ from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 from typing_extensions import ParamSpec
 
+from ._backend import Backend, check_backend, enqueue_entries, take_pending
 from ._call import Call
 from ._callables import TaskShape, check_call
 from ._events import emit, listeners
@@ -114,6 +115,9 @@ class BackgroundTasks(_StarletteTasks):
         concurrency: How many of its tasks may run at once (default 1: one after the other,
             in order). Above 1, the order in which they start is still the order of
             `add_task`, but they end in any order.
+        backend: Where the tasks run (see `afterward.Backend`): each task is checked by
+            `backend.validate` when it is added, and running the collector hands its tasks to
+            `backend.enqueue` instead of running them here. None (the default): in this process.
 
     Raises:
         TypeError: `on_error` is not callable, or `concurrency` is not a whole number >= 1.
@@ -124,6 +128,7 @@ class BackgroundTasks(_StarletteTasks):
     on_error: ErrorCallback | None = None
     limiter: CapacityLimiter | None = None
     concurrency: int = 1
+    backend: Backend | None = None
     _next: int = 0  # index of the first task that has not been started yet
     _running = False  # a run is in progress (see `__call__`)
 
@@ -135,6 +140,7 @@ class BackgroundTasks(_StarletteTasks):
         on_error: ErrorCallback | None = None,
         limiter: CapacityLimiter | None = None,
         concurrency: int = 1,
+        backend: Backend | None = None,
     ) -> None:
         if on_error is not None and not callable(on_error):
             raise TypeError(
@@ -155,6 +161,8 @@ class BackgroundTasks(_StarletteTasks):
             self.on_error = on_error
         if limiter is not None:
             self.limiter = limiter
+        if backend is not None:
+            self.use_backend(backend)
 
     def __repr__(self) -> str:
         return f"<BackgroundTasks [{names(self.tasks)}]>"
@@ -180,10 +188,28 @@ class BackgroundTasks(_StarletteTasks):
         # (timeit, CPython 3.11).
         task: BackgroundTask = object.__new__(BackgroundTask)
         _fill(task, func, args, kwargs, shape)
+        if self.backend is not None:
+            self.backend.validate(task)
         self.tasks.append(task)
         if listeners:
             emit("queued", task, 0)
         return task
+
+    def use_backend(self, backend: Backend) -> None:
+        """Send this collector's tasks to `backend` (see `afterward.Backend`).
+
+        Raises:
+            TypeError: `backend` is not a `Backend`, or refuses a task already added.
+        """
+        check_backend(backend)
+        for task in self.tasks:
+            if not isinstance(task, BackgroundTask):
+                raise TypeError(
+                    f"{task!r} cannot be sent to {type(backend).__name__}: a backend only "
+                    f"takes afterward tasks. Add it with add_task(func, *args, **kwargs)."
+                )
+            backend.validate(task)
+        self.backend = backend
 
     @property
     def pending(self) -> list[_StarletteTask]:
@@ -241,6 +267,9 @@ class BackgroundTasks(_StarletteTasks):
         task still runs exactly once.
         """
         if self._running:
+            return
+        if self.backend is not None:
+            await enqueue_entries(self.backend, take_pending(self))
             return
         self._running = True
         try:
