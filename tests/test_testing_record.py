@@ -465,3 +465,40 @@ async def test_the_middleware_records_the_tasks_of_a_failed_request_it_runs_alwa
             await wait_idle(app)
     recorded.assert_called_once(send_welcome, "failed@y.z")
     assert done == []
+
+
+def test_a_recorder_is_a_backend_for_one_app_only() -> None:
+    def notify(who: str) -> None:
+        done.append(who)
+
+    async def endpoint(request: Request) -> Response:
+        current_tasks().add_task(notify, request.path_params["who"])
+        return PlainTextResponse("ok")
+
+    recorder = RecordingBackend()
+    assert isinstance(recorder, afterward.Backend)
+    app = BackgroundTasksMiddleware(
+        Starlette(routes=[Route("/{who}", endpoint)]), backend=recorder
+    )
+    with TestClient(app) as client:
+        assert client.get("/ada").text == "ok"
+        # Recorded when the response started: there is nothing to wait for.
+        recorder.assert_called_once(notify, "ada")
+        assert done == []
+        recorder.run_sync(client)
+    assert done == ["ada"]
+
+
+@pytest.mark.anyio
+async def test_a_recorder_is_a_backend_for_one_collector() -> None:
+    def notify(who: str) -> None:
+        done.append(who)
+
+    recorder = RecordingBackend()
+    tasks = BackgroundTasks(backend=recorder)
+    tasks.add_task(notify, "grace")
+    await tasks()
+    recorder.assert_called_once(notify, "grace")
+    assert done == []
+    await recorder.run()
+    assert done == ["grace"]

@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask as _StarletteTask
 from starlette.background import BackgroundTasks as _StarletteTasks
 
 from .. import _recording
+from .._backend import Backend
 from .._callables import task_name
 from .._policy import Task, TaskPolicy
 from .._report import entry_name
@@ -75,7 +76,7 @@ class RecordedTask:
         return self.calls(func) and args == self.args and kwargs == self.kwargs
 
 
-class RecordingBackend:
+class RecordingBackend(Backend):
     """Where tasks go while `record_tasks()` is active: recorded, in order, not run.
 
     Every collector that would run its tasks (inline, or handed to the middleware's supervisor)
@@ -84,7 +85,16 @@ class RecordingBackend:
     with its policy, a failure logged without stopping the next one.
 
     It is safe to use from several threads (TestClient serves requests in a thread of its own).
+
+    It is an `afterward.Backend`, so it can also be installed for one app or one collector
+    instead of process-wide: `BackgroundTasksMiddleware(app, backend=RecordingBackend())` or
+    `BackgroundTasks(backend=RecordingBackend())`. It accepts every task (async ones, retries),
+    and records a request's tasks when its response starts (`handoff="before_response"`).
     """
+
+    supports_async = True
+    supports_retries = True
+    handoff = "before_response"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
