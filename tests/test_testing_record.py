@@ -477,9 +477,7 @@ def test_a_recorder_is_a_backend_for_one_app_only() -> None:
 
     recorder = RecordingBackend()
     assert isinstance(recorder, afterward.Backend)
-    app = BackgroundTasksMiddleware(
-        Starlette(routes=[Route("/{who}", endpoint)]), backend=recorder
-    )
+    app = BackgroundTasksMiddleware(Starlette(routes=[Route("/{who}", endpoint)]), backend=recorder)
     with TestClient(app) as client:
         assert client.get("/ada").text == "ok"
         # Recorded when the response started: there is nothing to wait for.
