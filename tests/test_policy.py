@@ -203,3 +203,25 @@ def test_a_task_pickles_by_reference_when_it_is_the_module_level_name() -> None:
     copy = pickle.loads(pickle.dumps(made))
     assert copy.policy == made.policy
     assert copy(3) == 3
+
+
+@pytest.mark.anyio
+async def test_a_partial_of_a_task_keeps_its_arguments_and_the_policy() -> None:
+    import functools
+
+    seen: list[tuple[str, str, str]] = []
+
+    @task(retries=1, name="greet")
+    def greet(a: str, b: str, *, c: str) -> None:
+        seen.append((a, b, c))
+
+    tasks = BackgroundTasks()
+    entry = tasks.add_task(functools.partial(functools.partial(greet, "k"), c="z"), "v")
+    assert entry.name == "greet"
+    assert entry.policy is not None
+    assert entry.policy.retries == 1
+    with pytest.raises(TypeError):
+        tasks.add_task(functools.partial(greet, "k"), "v")  # c missing: refused at add_task
+    await tasks()
+    assert seen == [("k", "v", "z")]
+    assert entry.status == "succeeded"

@@ -171,7 +171,13 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T
         shape = entry[1]
     elif isinstance(func, functools.partial):
         # A partial is checked as the call it will make: its own arguments first.
-        return check_call(func.func, func.args + args, {**func.keywords, **kwargs})
+        shape = check_call(func.func, func.args + args, {**func.keywords, **kwargs})
+        if shape.policy is not None:
+            # A partial of an `afterward.task`: the entry runs the plain function with the
+            # policy, and the partial's own arguments must come along with it.
+            target = functools.partial(shape.target, *func.args, **func.keywords)
+            shape = shape.with_policy(target, shape.policy)
+        return shape
     else:
         shape = describe(func)
     # The common call, positional arguments only, is decided by a range check. Written out here
