@@ -29,7 +29,11 @@ TOOLS = ("pytest>=8.0", "trio>=0.26", "httpx>=0.27")
 TESTS = (
     "tests/test_anyio_seam.py",
     "tests/test_callables.py",
+    "tests/test_concurrency.py",
+    "tests/test_events.py",
     "tests/test_limiter.py",
+    "tests/test_middleware.py",
+    "tests/test_policy.py",
     "tests/test_runner.py",
     "tests/test_tasks.py",
 )
