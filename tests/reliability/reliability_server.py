@@ -151,11 +151,9 @@ class Server:
             f"--concurrency={concurrency}",
             f"--start={start}",
         ]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        try:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
             yield process
-        finally:
-            process.wait(600)
+            process.communicate(timeout=600)
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
