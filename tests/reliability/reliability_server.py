@@ -77,9 +77,9 @@ class Output:
 
     def wait_for(self, count: int, text: str, timeout: float = 30) -> None:
         with self._changed:
-            if not self._changed.wait_for(
-                lambda: sum(text in line for line in self.lines) >= count, timeout
-            ):
+            seen = lambda: sum(text in line for line in self.lines)  # noqa: E731
+            self._changed.wait_for(lambda: seen() >= count or "<eof>" in self.lines, timeout)
+            if seen() < count:
                 raise AssertionError(f"never saw {count} x {text!r}:\n" + self.text[-5000:])
 
     def close(self) -> None:
@@ -114,9 +114,10 @@ class Server:
         assert response.status_code == 200, (response.status_code, response.text)
         return response.json()
 
-    def records(self, expect: int, of: str = "records") -> dict[str, Any]:
-        """The records of the tasks so far, once at least `expect` are there (the app waits)."""
-        result: dict[str, Any] = self.get("/records", expect=expect, of=of)
+    def records(self, expect: int, of: str = "records", wait: float = 20) -> dict[str, Any]:
+        """The records of the tasks so far, once at least `expect` are there (the app waits up
+        to `wait` seconds)."""
+        result: dict[str, Any] = self.get("/records", expect=expect, of=of, wait=wait)
         return result
 
     def load(
@@ -166,9 +167,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(
-    mode: str, *, graceful: float = 10, **env: str | float | int
-) -> Iterator[Server]:
+def served(mode: str, *, graceful: int = 10, **env: str | float | int) -> Iterator[Server]:
     """Serve the reliability app with `uvicorn` in a process of its own, in `mode`.
 
     Args:

@@ -73,14 +73,14 @@ class Counter:
         for _, loop, event in ready:
             loop.call_soon_threadsafe(event.set)
 
-    async def wait(self, count: int) -> list[str]:
+    async def wait(self, count: int, seconds: float) -> list[str]:
         event = asyncio.Event()
         with self._lock:
             if len(self.items) < count:
                 self._waiters.append((count, asyncio.get_running_loop(), event))
             else:
                 event.set()
-        with anyio.move_on_after(WAIT):
+        with anyio.move_on_after(seconds):
             await event.wait()
         with self._lock:
             return list(self.items)
@@ -179,6 +179,9 @@ def queue_fault(tasks: BackgroundTasks, kind: str, rid: str) -> None:
         tasks.add_task(slow_async, rid)
         tasks.add_task(slow_sync, rid)
         tasks.add_task(quick, rid)
+    elif kind == "slowsync":
+        tasks.add_task(slow_sync, rid)
+        tasks.add_task(quick, rid)
     elif kind == "secret":
         tasks.add_task(send_welcome, f"{rid}@example.com", token=f"token-{rid}")
     else:
@@ -195,6 +198,7 @@ def queue_isolation(tasks: BackgroundTasks, rid: str) -> None:
 
 def late_add(tasks: BackgroundTasks, rid: str) -> str:
     """Keep this request's collector; add to the one a previous request kept."""
+    tasks.add_task(record_sync, rid, "own")
     answer = "first"
     if stash:
         try:
@@ -212,7 +216,8 @@ def late_add(tasks: BackgroundTasks, rid: str) -> str:
 
 async def records_route(request: Request) -> Response:
     counter = blocking if request.query_params.get("of") == "blocking" else records
-    items = await counter.wait(int(request.query_params.get("expect", "0")))
+    wait = float(request.query_params.get("wait", WAIT))
+    items = await counter.wait(int(request.query_params.get("expect", "0")), wait)
     return JSONResponse({"count": len(items), "items": items, **limiter_figures()})
 
 
