@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -250,6 +250,30 @@ def sync_endpoint(thread: str = Depends(sync_dependency)) -> dict[str, Any]:
     return {"dependency_thread": thread, "endpoint_thread": threading.current_thread().name}
 
 
+BIG_CHUNKS = 512  # of 64 KiB: 32 MiB, far more than the socket buffers hold
+_CHUNK = b"x" * 65536
+
+
+async def big_body() -> Any:
+    """A streamed body: uvicorn's flow control holds each chunk until the client reads."""
+    for _ in range(BIG_CHUNKS):
+        yield _CHUNK
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def first_chunk_then_wait() -> Any:
+    yield b"first-chunk"
+    await anyio.sleep_forever()  # until Starlette stops the stream: the client left
+
+
+def queue_client(tasks: BackgroundTasks, rid: str) -> None:
+    tasks.add_task(record_sync, rid, "task")
+
+
 STATIC = [
     Route("/records", records_route),
     Route("/reset", reset_route),
@@ -273,7 +297,26 @@ def starlette_inject() -> Starlette:
     async def late(rid: str, background_tasks: BackgroundTasks) -> dict[str, str]:
         return {"answer": late_add(background_tasks, rid)}
 
+    async def before(rid: str, request: Request, background_tasks: BackgroundTasks) -> Response:
+        records.add(f"{rid}:entered")
+        await wait_for_disconnect(request)
+        queue_client(background_tasks, rid)
+        return JSONResponse({"rid": rid})
+
+    async def stream(rid: str, background_tasks: BackgroundTasks) -> Response:
+        records.add(f"{rid}:entered")
+        queue_client(background_tasks, rid)
+        return StreamingResponse(first_chunk_then_wait())
+
+    async def big(rid: str, background_tasks: BackgroundTasks) -> Response:
+        records.add(f"{rid}:entered")
+        queue_client(background_tasks, rid)
+        return StreamingResponse(big_body())
+
     routes = [
+        Route("/before/{rid}", inject(before)),
+        Route("/stream/{rid}", inject(stream)),
+        Route("/big/{rid}", inject(big)),
         Route("/work/{rid}", inject(work)),
         Route("/fault/{kind}/{rid}", inject(fault)),
         Route("/isolation/{rid}", inject(isolation)),
@@ -292,7 +335,29 @@ def starlette_current_tasks() -> Starlette:
 
         return handle
 
+    async def before(request: Request) -> Response:
+        rid = request.path_params["rid"]
+        records.add(f"{rid}:entered")
+        await wait_for_disconnect(request)
+        queue_client(current_tasks(), rid)
+        return JSONResponse({"rid": rid})
+
+    async def stream(request: Request) -> Response:
+        rid = request.path_params["rid"]
+        records.add(f"{rid}:entered")
+        queue_client(current_tasks(), rid)
+        return StreamingResponse(first_chunk_then_wait())
+
+    async def big(request: Request) -> Response:
+        rid = request.path_params["rid"]
+        records.add(f"{rid}:entered")
+        queue_client(current_tasks(), rid)
+        return StreamingResponse(big_body())
+
     routes = [
+        Route("/before/{rid}", before),
+        Route("/stream/{rid}", stream),
+        Route("/big/{rid}", big),
         Route("/work/{rid}", endpoint(queue_work, "rid")),
         Route("/fault/{kind}/{rid}", endpoint(queue_fault, "kind", "rid")),
         Route("/isolation/{rid}", endpoint(queue_isolation, "rid")),
@@ -324,6 +389,25 @@ def fastapi_app() -> ASGIApp:
     @app.get("/late/{rid}")
     async def late(rid: str, background_tasks: DropIn) -> dict[str, str]:
         return {"answer": late_add(background_tasks, rid)}
+
+    @app.get("/before/{rid}")
+    async def before(rid: str, request: Request, background_tasks: DropIn) -> Response:
+        records.add(f"{rid}:entered")
+        await wait_for_disconnect(request)
+        queue_client(background_tasks, rid)
+        return JSONResponse({"rid": rid})
+
+    @app.get("/stream/{rid}")
+    async def stream(rid: str, background_tasks: DropIn) -> Response:
+        records.add(f"{rid}:entered")
+        queue_client(background_tasks, rid)
+        return StreamingResponse(first_chunk_then_wait())
+
+    @app.get("/big/{rid}")
+    async def big(rid: str, background_tasks: DropIn) -> Response:
+        records.add(f"{rid}:entered")
+        queue_client(background_tasks, rid)
+        return StreamingResponse(big_body())
 
     @app.get("/sync")
     def sync(thread: str = FastAPIDepends(sync_dependency)) -> dict[str, Any]:
