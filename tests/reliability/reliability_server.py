@@ -101,6 +101,11 @@ class Server:
         self.output = output
         self.url = url
         self.client = httpx.Client(base_url=url, timeout=90)
+        self.mark = 0  # where the current test's output starts (see `since_mark`)
+
+    def since_mark(self) -> list[str]:
+        """The output lines printed since the current test started (`shared` sets the mark)."""
+        return self.output.lines[self.mark :]
 
     def rss_mb(self) -> float:
         """The server process's resident set size now, in MB (VmRSS of /proc/<pid>/status)."""

@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from reliability_server import MODES, Server, figure, served
+from collections.abc import Callable
+
+from reliability_server import MODES, Server, figure
 
 NOT_RUN = "Not running 1 background task(s) because"
 
@@ -66,26 +68,30 @@ DROP_IN_MID_STREAM = pytest.mark.xfail(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_client_gone_right_after_the_response_gets_its_tasks_run(mode: str) -> None:
-    with served(mode) as server:
-        with connect(server) as sock:
-            request(sock, "/work/after")
-            assert read_response(sock)
-        items = server.records(3)["items"]
+def test_a_client_gone_right_after_the_response_gets_its_tasks_run(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
+    server = shared(mode)
+    with connect(server) as sock:
+        request(sock, "/work/after")
+        assert read_response(sock)
+    items = server.records(3)["items"]
     figure("client-after-response", mode, tasks_run=len(items), tasks_expected=3)
     assert sorted(items) == ["after:0", "after:1", "after:2"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_client_gone_before_the_response_gets_its_tasks_run_once_it_is_sent(mode: str) -> None:
+def test_a_client_gone_before_the_response_gets_its_tasks_run_once_it_is_sent(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
     # The endpoint waits until the client has gone, then answers: the response is handed to the
     # server in full (uvicorn drops it), which is what the policy asks.
-    with served(mode) as server:
-        with connect(server) as sock:
-            request(sock, "/before/gone")
-            server.records(1)  # the endpoint has the request
-        items = server.records(2)["items"]
-        text = server.output.text
+    server = shared(mode)
+    with connect(server) as sock:
+        request(sock, "/before/gone")
+        server.records(1)  # the endpoint has the request
+    items = server.records(2)["items"]
+    text = "\n".join(server.since_mark())
     figure("client-before-response", mode, task_run="gone:task" in items)
     assert items == ["gone:entered", "gone:task"]
     assert "ERROR" not in text
@@ -94,14 +100,17 @@ def test_a_client_gone_before_the_response_gets_its_tasks_run_once_it_is_sent(mo
 @pytest.mark.parametrize(
     "mode", [pytest.param(m, marks=DROP_IN_MID_STREAM) if m == "fastapi" else m for m in MODES]
 )
-def test_a_client_gone_during_a_streamed_body_gets_no_task_run_and_each_named(mode: str) -> None:
-    with served(mode) as server:
-        with connect(server) as sock:
-            request(sock, "/stream/mid")
-            read_until(sock, b"first-chunk")
-        server.output.wait_for(1, f"{NOT_RUN} the response was not completed", timeout=3)
-        items = server.records(1)["items"]
-        text = server.output.text
+def test_a_client_gone_during_a_streamed_body_gets_no_task_run_and_each_named(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
+    server = shared(mode)
+    seen = server.output.count(NOT_RUN)
+    with connect(server) as sock:
+        request(sock, "/stream/mid")
+        read_until(sock, b"first-chunk")
+    server.output.wait_for(seen + 1, f"{NOT_RUN} the response was not completed", timeout=3)
+    items = server.records(1)["items"]
+    text = "\n".join(server.since_mark())
     not_run = [line for line in text.splitlines() if NOT_RUN in line]
     figure("client-mid-stream", mode, task_run="mid:task" in items, named=len(not_run))
     assert items == ["mid:entered"]
@@ -109,26 +118,28 @@ def test_a_client_gone_during_a_streamed_body_gets_no_task_run_and_each_named(mo
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_slow_clients_do_not_delay_other_requests_tasks(mode: str) -> None:
+def test_slow_clients_do_not_delay_other_requests_tasks(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
     slow = 4
     requests = 300
-    with served(mode) as server:
-        sockets = [connect(server) for _ in range(slow)]
-        try:
-            for n, sock in enumerate(sockets):
-                request(sock, f"/big/slow{n}")
-                read_until(sock, b"\r\n\r\n")  # the headers, then nothing: a stalled reader
-            server.records(slow)  # every slow request reached its endpoint
-            result = server.load("/work/{i}", requests, 20)
-            items = set(server.records(slow + 3 * requests)["items"])
-            stalled = sum(f"slow{n}:task" in items for n in range(slow))
-            work_done = sum(f"{n}:{k}" in items for n in range(requests) for k in range(3))
-            for sock in sockets:  # now read the rest: their tasks run
-                read_until(sock, b"\r\n0\r\n\r\n")  # the last chunk of the chunked body
-            after = set(server.records(slow + 3 * requests + slow)["items"])
-        finally:
-            for sock in sockets:
-                sock.close()
+    server = shared(mode)
+    sockets = [connect(server) for _ in range(slow)]
+    try:
+        for n, sock in enumerate(sockets):
+            request(sock, f"/big/slow{n}")
+            read_until(sock, b"\r\n\r\n")  # the headers, then nothing: a stalled reader
+        server.records(slow)  # every slow request reached its endpoint
+        result = server.load("/work/{i}", requests, 20)
+        items = set(server.records(slow + 3 * requests)["items"])
+        stalled = sum(f"slow{n}:task" in items for n in range(slow))
+        work_done = sum(f"{n}:{k}" in items for n in range(requests) for k in range(3))
+        for sock in sockets:  # now read the rest: their tasks run
+            read_until(sock, b"\r\n0\r\n\r\n")  # the last chunk of the chunked body
+        after = set(server.records(slow + 3 * requests + slow)["items"])
+    finally:
+        for sock in sockets:
+            sock.close()
     figure(
         "slow-clients",
         mode,

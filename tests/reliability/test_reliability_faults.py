@@ -34,8 +34,8 @@ def work_records(start: int, count: int) -> set[str]:
 def test_faulty_tasks_leave_other_requests_latency_alone_and_are_each_logged_once(
     mode: str,
 ) -> None:
-    requests = scale(1000, 10_000)
-    failing = scale(300, 3000)
+    requests = scale(600, 10_000)
+    failing = scale(200, 3000)
     hanging = 20  # below the middleware's max_running (100): each holds a slot until shutdown
     blocked = threads_of(mode) // 2  # half the threads: the other half keeps the work going
     with served(mode, graceful=1, WORKERS=WORKERS, DRAIN_TIMEOUT=1) as server:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from reliability_server import INLINE, MODES, figure, scale, served
+from collections.abc import Callable
+
+from reliability_server import INLINE, MODES, Server, figure, scale
 
 LATE_ADD_LOST = pytest.mark.xfail(
     strict=True,
@@ -22,11 +24,13 @@ LATE_ADD_LOST = pytest.mark.xfail(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_concurrent_requests_never_see_each_others_context_or_collector(mode: str) -> None:
+def test_concurrent_requests_never_see_each_others_context_or_collector(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
     requests = scale(1000, 10_000)
-    with served(mode) as server:
-        result = server.load("/isolation/{i}", requests, 50)
-        got = server.records(2 * requests)["items"]
+    server = shared(mode)
+    result = server.load("/isolation/{i}", requests, 50)
+    got = server.records(2 * requests)["items"]
     mixed = [item for item in got if not item.endswith(":ok")]
     figure("isolation", mode, requests=requests, tasks_checked=len(got), mixed=len(mixed))
     assert result["statuses"] == {"200": requests}, result
@@ -36,33 +40,36 @@ def test_concurrent_requests_never_see_each_others_context_or_collector(mode: st
 @pytest.mark.parametrize(
     "mode", [pytest.param(m, marks=LATE_ADD_LOST) if m in INLINE else m for m in MODES]
 )
-def test_adding_to_a_request_whose_tasks_have_run_is_refused_clearly(mode: str) -> None:
-    with served(mode) as server:
-        assert server.get("/late/a") == {"answer": "first"}
-        server.records(1)  # a's own task has run
-        answer = server.get("/late/b")["answer"]
-        if answer == "accepted":
-            # Accepted is only right if the task then runs.
-            items = server.records(3, wait=3)["items"]
-            assert "b:0" in items, f"the task was accepted and never ran: {items}"
-        else:
-            assert answer.startswith("refused: "), answer
-            assert "after its run has ended" in answer or "never run" in answer, answer
+def test_adding_to_a_request_whose_tasks_have_run_is_refused_clearly(
+    mode: str, shared: Callable[[str], Server]
+) -> None:
+    server = shared(mode)
+    assert server.get("/late/a") == {"answer": "first"}
+    server.records(1)  # a's own task has run
+    answer = server.get("/late/b")["answer"]
+    figure("late-add", mode, answer=answer[:60])
+    if answer == "accepted":
+        # Accepted is only right if the task then runs.
+        items = server.records(3, wait=1)["items"]
+        assert "b:0" in items, f"the task was accepted and never ran: {items}"
+    else:
+        assert answer.startswith("refused: "), answer
+        assert "after its run has ended" in answer or "never run" in answer, answer
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_failure_log_names_the_task_never_its_arguments_nor_the_requests_secrets(
-    mode: str,
+    mode: str, shared: Callable[[str], Server]
 ) -> None:
     headers = {
         "Authorization": "Bearer header-secret-4711",
         "Cookie": "session=cookie-secret-0815",
     }
-    with served(mode) as server:
-        response = server.client.get("/fault/secret/alice", headers=headers)
-        assert response.status_code == 200
-        server.records(1)  # the task after the failing one has run: the failure is logged
-        text = server.output.text
+    server = shared(mode)
+    response = server.client.get("/fault/secret/alice", headers=headers)
+    assert response.status_code == 200
+    server.records(1)  # the task after the failing one has run: the failure is logged
+    text = "\n".join(server.since_mark())
     failure = [line for line in text.splitlines() if "reliability_app.send_welcome failed" in line]
     leaks = [s for s in ("alice@example.com", "token-alice", "header-secret", "cookie-secret") if s in text]
     figure("log-secrets", mode, failure_lines=len(failure), leaks=len(leaks))

@@ -32,7 +32,7 @@ def expected(start: int, count: int) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_task_of_every_request_runs_exactly_once_and_memory_stays_flat(mode: str) -> None:
-    requests = scale(2000, 20_000)
+    requests = scale(1500, 20_000)
     concurrency = scale(50, 100)
     with served(mode) as server:
         rss = [server.rss_mb()]  # cold: the app is loaded, no request served yet
