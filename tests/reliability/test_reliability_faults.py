@@ -13,7 +13,6 @@ Through a real uvicorn process, with the load from other processes:
 from __future__ import annotations
 
 import pytest
-
 from reliability_server import INLINE, MODES, figure, scale, served
 
 # Threads afterward runs sync tasks on: its inline limiter (DEFAULT_THREAD_LIMIT) or the
@@ -112,4 +111,6 @@ def test_sync_endpoints_are_served_while_every_afterward_thread_is_blocked(mode:
         sync_p99_ms=sync["p99_ms"],
     )
     assert during["count"] == limit
-    assert set(after) == {f"b{n}:{suffix}" for n in range(limit + 1) for suffix in ("unblocked", "after")}
+    assert set(after) == {
+        f"b{n}:{suffix}" for n in range(limit + 1) for suffix in ("unblocked", "after")
+    }

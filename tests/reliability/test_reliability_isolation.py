@@ -10,11 +10,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Callable
 
-from reliability_server import INLINE, MODES, Server, figure, scale
+import pytest
+from reliability_server import (
+    INLINE,
+    MODES,
+    Server,
+    figure,
+    scale,
+    shared_servers,  # noqa: F401  (the `shared` fixture)
+)
 
 LATE_ADD_LOST = pytest.mark.xfail(
     strict=True,
@@ -71,7 +77,11 @@ def test_a_failure_log_names_the_task_never_its_arguments_nor_the_requests_secre
     server.records(1)  # the task after the failing one has run: the failure is logged
     text = "\n".join(server.since_mark())
     failure = [line for line in text.splitlines() if "reliability_app.send_welcome failed" in line]
-    leaks = [s for s in ("alice@example.com", "token-alice", "header-secret", "cookie-secret") if s in text]
+    leaks = [
+        s
+        for s in ("alice@example.com", "token-alice", "header-secret", "cookie-secret")
+        if s in text
+    ]
     figure("log-secrets", mode, failure_lines=len(failure), leaks=len(leaks))
     assert len(failure) == 1, text[-3000:]
     assert "the mail server refused the message" in text  # the exception is there

@@ -13,7 +13,6 @@ requests at concurrency 100 per round).
 from __future__ import annotations
 
 import pytest
-
 from reliability_server import MODES, figure, scale, served
 
 TASKS_PER_REQUEST = 3
@@ -69,6 +68,6 @@ def test_every_task_of_every_request_runs_exactly_once_and_memory_stays_flat(mod
         threads=threads,
     )
     assert errors == 0, "the server logged errors"
-    cold, warm, first, second = rss
+    _cold, warm, first, second = rss
     assert first - warm < NEAR_START_MB, f"RSS not back near its start after the load: {rss}"
     assert second - first < GROWTH_MB, f"RSS grew over a second identical round: {rss}"

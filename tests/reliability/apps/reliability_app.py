@@ -25,23 +25,24 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from fastapi import Depends as FastAPIDepends
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from fastapi import Depends as FastAPIDepends
-from fastapi import FastAPI
-
 import afterward
-from afterward.fastapi import BackgroundTasks as DropIn
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Depends, current_tasks, inject
+from afterward.fastapi import BackgroundTasks as DropIn
 
 MODE = os.environ.get("MODE", "inject")
 WORKERS = int(os.environ.get("WORKERS", "8"))
 TASK_SECONDS = float(os.environ.get("TASK_SECONDS", "0.2"))
-WAIT = float(os.environ.get("WAIT", "20"))  # the longest a `/records` call waits for what it expects
+WAIT = float(
+    os.environ.get("WAIT", "20")
+)  # the longest a `/records` call waits for what it expects
 
 logging.basicConfig(
     stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"
@@ -423,9 +424,9 @@ def make_app(mode: str) -> ASGIApp:
         return fastapi_app()
     if mode == "middleware":
         return BackgroundTasksMiddleware(
-            starlette_current_tasks(), workers=WORKERS, drain_timeout=float(
-                os.environ.get("DRAIN_TIMEOUT", "30")
-            )
+            starlette_current_tasks(),
+            workers=WORKERS,
+            drain_timeout=float(os.environ.get("DRAIN_TIMEOUT", "30")),
         )
     raise ValueError(f"unknown MODE {mode!r}")
 
