@@ -83,8 +83,9 @@ def test_faulty_tasks_leave_other_requests_latency_alone_and_are_each_logged_onc
     assert sync_failures == failing
     assert async_failures == failing
     assert interrupted == hanging
-    # Loose: the machine is shared; a fault that cost the other requests would show as much more.
-    assert faulty["p99_ms"] < max(5 * base["p99_ms"], base["p99_ms"] + 250), (base, faulty)
+    # On the median, loosely: the p99 of a shared 2-core machine is too noisy to assert on. A
+    # fault that cost the other requests (a blocked event loop, a starved pool) shows as far more.
+    assert faulty["p50_ms"] < 4 * base["p50_ms"] + 50, (base, faulty)
 
 
 @pytest.mark.parametrize("mode", MODES)
