@@ -62,11 +62,11 @@ def test_faulty_tasks_leave_other_requests_latency_alone_and_are_each_logged_onc
         for result in (base, faulty):
             assert result["statuses"] == {"200": requests}, result
             assert result["errors"] == 0, result
-        sync_failures = server.output.count("Background task reliability_app.fail_sync failed")
-        async_failures = server.output.count("Background task reliability_app.fail_async failed")
         server.terminate()
         server.process.wait(30)
-        server.output.wait_for(1, "<eof>")
+        server.output.wait_for(1, "<eof>")  # every line the server printed has been read
+    sync_failures = server.output.count("Background task reliability_app.fail_sync failed")
+    async_failures = server.output.count("Background task reliability_app.fail_async failed")
     interrupted = server.output.count("reliability_app.hang_async was interrupted")
     figure(
         "faults",

@@ -75,6 +75,7 @@ def test_a_failure_log_names_the_task_never_its_arguments_nor_the_requests_secre
     response = server.client.get("/fault/secret/alice", headers=headers)
     assert response.status_code == 200
     server.records(1)  # the task after the failing one has run: the failure is logged
+    server.output.wait_for(1, "reliability_app.send_welcome failed")  # and read from the pipe
     text = "\n".join(server.since_mark())
     failure = [line for line in text.splitlines() if "reliability_app.send_welcome failed" in line]
     leaks = [

@@ -15,7 +15,9 @@ logger prints to stdout, one line per record, which the test reads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import gc
 import logging
 import os
 import sys
@@ -228,6 +230,20 @@ async def reset_route(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def objects_route(request: Request) -> Response:
+    """Live Python objects after a full collection, the most common types first."""
+    gc.collect()
+    counts = collections.Counter(type(obj).__name__ for obj in gc.get_objects())
+    return JSONResponse({"objects": sum(counts.values()), "top": counts.most_common(12)})
+
+
+async def threads_route(request: Request) -> Response:
+    """How many threads have a name that starts with `prefix` (afterward names its own)."""
+    prefix = request.query_params["prefix"]
+    count = sum(thread.name.startswith(prefix) for thread in threading.enumerate())
+    return JSONResponse({"count": count})
+
+
 async def release_route(request: Request) -> Response:
     release.set()
     return JSONResponse({})
@@ -279,6 +295,8 @@ STATIC = [
     Route("/records", records_route),
     Route("/reset", reset_route),
     Route("/release", release_route),
+    Route("/objects", objects_route),
+    Route("/threads", threads_route),
 ]
 
 
