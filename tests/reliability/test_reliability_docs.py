@@ -30,3 +30,4 @@ def test_the_page_names_every_test_file_of_the_suite() -> None:
 
 def test_the_soak_figures_are_filled_in() -> None:
     assert "SOAK_" not in PAGE
+    assert "THREADS_" not in PAGE
