@@ -23,8 +23,8 @@ OBJECT_GROWTH = 0.01
 # behind the requests, which varies between rounds on a shared machine. So "the start" is the
 # server after a warm-up round identical to the measured ones (the cold figure is reported),
 # and a round may add at most 25 % of it plus 3 MB (soak, detached: 143 -> 121 -> 148 MB while
-# the live objects stayed at 77,960 to 78,035). The object count is what would catch a leak of even one
-# object per request.
+# the live objects stayed at 77,960 to 78,035). The object count is what would catch a leak of
+# even one object per request.
 RSS_GROWTH = 0.25
 RSS_SLACK_MB = 3.0
 HOP_THREAD_LIMIT = 40  # afterward.DEFAULT_THREAD_LIMIT: the inline hop's limiter
