@@ -41,6 +41,12 @@ class LoopCaller:
             # The callback runs in a copy of the loop side's context, where AnyIO and sniffio can
             # tell which event loop they are on (a bare callback's context would not say).
             context = contextvars.copy_context()
+            sniffio = sys.modules.get("sniffio")
+            if sniffio is not None:
+                # With sniffio installed, AnyIO asks it which loop this is, and it can tell only
+                # in a task or where this variable says so: a callback is not in a task, and a
+                # loop that `anyio.run` did not start (uvicorn's) sets no variable.
+                context.run(sniffio.current_async_library_cvar.set, "asyncio")
             return cls(functools.partial(loop.call_soon_threadsafe, context=context))
         trio = sys.modules.get("trio")
         if trio is not None:
