@@ -30,7 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ._attach import attach
 from ._report import level_for, log_not_run
 from ._runner import run_tasks
-from ._tasks import BackgroundTasks
+from ._tasks import BackgroundTasks, seal
 
 __all__ = [
     "CompletingJSONResponse",
@@ -70,18 +70,22 @@ class _Completing(Response):
 
         collector, stack = self._afterward_collector, self._afterward_stack
         try:
-            await super().__call__(scope, receive, send)
-            first = self._afterward_first
-            if first is not None:
-                if completed:
-                    await first()
-                else:
-                    _skip(collector, "the response was not completed (the client went away)")
-        except BaseException as exc:
-            await _abandon(collector, stack, exc)
-            raise
-        if stack is not None:
-            await _close(collector, stack, completed)
+            try:
+                await super().__call__(scope, receive, send)
+                first = self._afterward_first
+                if first is not None:
+                    if completed:
+                        await first()
+                    else:
+                        _skip(collector, "the response was not completed (the client went away)")
+            except BaseException as exc:
+                await _abandon(collector, stack, exc)
+                raise
+            if stack is not None:
+                await _close(collector, stack, completed)
+        finally:
+            if collector is not None:
+                seal(collector)  # nothing runs it again: a late add_task is refused
 
 
 class CompletingJSONResponse(JSONResponse):
@@ -124,9 +128,13 @@ class CompletingJSONResponse(JSONResponse):
                     await collector()  # a subclass's own `__call__`
         except BaseException as exc:
             await _abandon(collector, stack, exc)
+            if collector is not None:
+                seal(collector)
             raise
         if stack is not None:
             await _close(collector, stack, True)
+        if collector is not None:
+            seal(collector)  # nothing runs it again: a late add_task is refused
 
 
 def _make_encode() -> Callable[[Any], str]:

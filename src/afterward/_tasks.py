@@ -21,7 +21,7 @@ from ._runner import run_task, run_tasks
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
-__all__ = ["BackgroundTask", "BackgroundTasks", "ErrorCallback"]
+__all__ = ["BackgroundTask", "BackgroundTasks", "ErrorCallback", "seal", "unseal"]
 
 P = ParamSpec("P")
 
@@ -126,6 +126,7 @@ class BackgroundTasks(_StarletteTasks):
     concurrency: int = 1
     _next: int = 0  # index of the first task that has not been started yet
     _running = False  # a run is in progress (see `__call__`)
+    _holders = 0  # FastAPI drop-in requests that will still run it (see `seal`)
 
     def __init__(
         self,
@@ -247,6 +248,39 @@ class BackgroundTasks(_StarletteTasks):
             await run_tasks(self)
         finally:
             self._running = False
+
+
+class _SealedTasks(list[Any]):
+    """The task list of a request's collector whose run has ended: adding to it is an error."""
+
+    def _refuse(self, *args: object) -> None:
+        raise RuntimeError(
+            "This request's background tasks have already run (or were dropped with the "
+            "request), so a task added now would never run. Add tasks while the request is "
+            "being handled, or from one of its tasks while they run; for work that starts "
+            "later, use a collector of its own."
+        )
+
+    append = insert = extend = __iadd__ = _refuse  # type: ignore[assignment]
+
+
+def seal(collector: BackgroundTasks) -> None:
+    """The run of a request's collector has ended: refuse what is added to it from now on.
+
+    Whoever runs a request's collector after the response (the supervisor, `inject`, the
+    FastAPI drop-in) calls this when nothing will run it again, so a late `add_task` (on a
+    collector kept past its request) is an error instead of a task accepted and never run. A
+    collector a user makes and awaits by hand is never sealed: awaiting it again runs what was
+    added since.
+    """
+    if type(collector.tasks) is not _SealedTasks:
+        collector.tasks = _SealedTasks(collector.tasks)
+
+
+def unseal(collector: BackgroundTasks) -> None:
+    """Let a sealed collector take tasks again: another request runs it (a shared override)."""
+    if type(collector.tasks) is _SealedTasks:
+        collector.tasks = list(collector.tasks)
 
 
 def _is_always(task: object) -> bool:
