@@ -26,13 +26,21 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 from anyio import from_thread
+from anyio.lowlevel import checkpoint
 
 from . import _hop as hop
 from . import _recording as recording
 from ._attempt import run_attempts
 from ._call import Call
 from ._events import listeners, scopes, succeeded_counter
-from ._failures import log_abandoned, log_failure, log_interrupted, report_failure
+from ._failures import (
+    abandoned_in_thread,
+    log_abandoned,
+    log_abandoned_in_thread,
+    log_failure,
+    log_interrupted,
+    report_failure,
+)
 from ._handle import fail, succeed
 from ._limiter import task_hop_limiter
 from ._report import logger, names
@@ -74,6 +82,9 @@ class Collector(Protocol):
 
     def skip_pending(self) -> Sequence[object]:
         """Mark every entry not started yet as done and return them."""
+
+    def started_before(self, skipped: int) -> object | None:
+        """Return the entry started last, before the `skipped` ones `skip_pending` returned."""
 
 
 # What stopped a run of sync entries: the entry (None for cancellation), its context, the outcome.
@@ -137,12 +148,21 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             else:
                 running, waiting = None, entry
                 stopped = await hop.run_sync(
-                    run_sync_batch, collector, entry, limiter=task_hop_limiter(collector.limiter)
+                    run_sync_batch,
+                    collector,
+                    entry,
+                    limiter=task_hop_limiter(collector.limiter),
+                    on_cancel=log_abandoned_in_thread,
                 )
                 waiting = None
                 if stopped is not None:
                     running = stopped[0]
                     await settle_sync_stop(collector, *stopped)
+                if abandoned_in_thread and collector in abandoned_in_thread:
+                    # Cancelled while the thread ran, and named then: stop here, as the
+                    # cancellation would have stopped the thread before a next task.
+                    abandoned_in_thread.discard(collector)
+                    await checkpoint()
             running = None
     except BaseException as exc:
         log_abandoned(collector, running, waiting, exc)

@@ -233,6 +233,11 @@ class BackgroundTasks(_StarletteTasks):
         abandon(pending)
         return pending
 
+    def started_before(self, skipped: int) -> _StarletteTask | None:
+        """Return the task started last, before the `skipped` ones `skip_pending` returned."""
+        index = len(self.tasks) - skipped - 1
+        return self.tasks[index] if index >= 0 else None
+
     async def __call__(self) -> None:
         """Run the tasks that have not run yet, in order.
 
