@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from afterward import BackgroundTasks
+from afterward._failures import abandoned_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +90,7 @@ async def test_the_task_in_its_thread_and_those_after_it_are_named_when_the_canc
         "abandoned",
     ]
     assert blocked.status == "succeeded"
+    assert not abandoned_in_thread  # the runner keeps no collector
 
 
 async def test_a_cancel_during_a_run_of_sync_tasks_names_each_task_it_stops_once(
@@ -108,6 +110,7 @@ async def test_a_cancel_during_a_run_of_sync_tasks_names_each_task_it_stops_once
     with scope:
         await tasks()
     assert ran == ["cancel"]
+    assert not abandoned_in_thread
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1, messages
     assert "1 task(s) never started: test_cancel_in_thread.record." in messages[0]

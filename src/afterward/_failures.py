@@ -9,7 +9,6 @@ every task it never started; their handles say `"cancelled"` and `"abandoned"`.
 from __future__ import annotations
 
 import inspect
-import weakref
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
@@ -100,8 +99,11 @@ def log_abandoned(
     log_interrupted(entry_name(running) if running is not None else None, exc, never_started)
 
 
-abandoned_in_thread: weakref.WeakSet[Collector] = weakref.WeakSet()
-"""Collectors whose run `log_abandoned_in_thread` stopped: the runner raises the cancellation."""
+abandoned_in_thread: set[Collector] = set()
+"""Collectors whose run `log_abandoned_in_thread` stopped: the runner, which awaits the hop
+that called it, takes each out again (and raises the cancellation). A plain set, not a
+`WeakSet`: the runner checks it after every thread hop, and a `WeakSet`'s truth is a Python call.
+"""
 
 
 def log_abandoned_in_thread(collector: Collector, first: object) -> None:

@@ -165,6 +165,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await checkpoint()
             running = None
     except BaseException as exc:
+        if abandoned_in_thread:
+            abandoned_in_thread.discard(collector)
         log_abandoned(collector, running, waiting, exc)
         raise
 
