@@ -282,10 +282,16 @@ def seal(collector: BackgroundTasks) -> None:
         collector.tasks = _SealedTasks(collector.tasks)
 
 
-def unseal(collector: BackgroundTasks) -> None:
-    """Let a sealed collector take tasks again: another request runs it (a shared override)."""
+def unseal(collector: BackgroundTasks) -> bool:
+    """Let a sealed collector take tasks again; return whether it was sealed.
+
+    For what runs a request's collector once more: a FastAPI factory override shared by
+    requests, a test's recorder replaying it (`afterward.testing.record_tasks`).
+    """
     if type(collector.tasks) is _SealedTasks:
         collector.tasks = list(collector.tasks)
+        return True
+    return False
 
 
 def _is_always(task: object) -> bool:
