@@ -25,7 +25,7 @@ from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
 from ._report import level_for, log_not_run, log_not_run_but_always
-from ._tasks import BackgroundTasks, seal
+from ._tasks import BackgroundTasks, new_collector, seal
 
 __all__ = ["inject"]
 
@@ -151,7 +151,10 @@ class _Run:
         if self.after is not None:
             return collector_after_release(self.after)
         if self.outer is None:
-            self.tasks = self.collector_class()
+            if self.collector_class is BackgroundTasks:
+                self.tasks = new_collector()
+            else:
+                self.tasks = self.collector_class()
             return self.tasks
         if self.handed is None:
             handed = self.outer.open()

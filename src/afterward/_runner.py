@@ -19,9 +19,9 @@ class `Call`, and uses the collector only through the `Collector` protocol below
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import Context, ContextVar, copy_context
+from time import time as _now
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
@@ -113,7 +113,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
     # Event callbacks or attempt scopes: every entry runs attempt by attempt.
-    managed = bool(listeners or scopes)
+    managed = listeners or scopes
     stop_before_sync = until_sync and hook is None and not managed
     try:
         while True:
@@ -130,7 +130,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             elif managed or entry.policy is not None or not entry.runs_directly:
                 await _run_managed(collector, entry)
             elif entry.is_async:
-                started = time.time()
+                started = _now()
                 entry.status, entry.started_at = "running", started
                 try:
                     suspended = start_async(entry)
@@ -141,7 +141,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await report_failure(collector, entry, exc)
                 else:
                     # `succeed()`, written out: no callback or scope to serve on this path.
-                    entry.finished_at, entry.status = time.time(), "succeeded"
+                    entry.finished_at, entry.status = _now(), "succeeded"
                     next(succeeded_counter)
                     if entry._waiter is not None:
                         entry._waiter.wake()
@@ -351,7 +351,7 @@ def run_sync_batch(
     take = take or take_following
     while True:
         context = entry.context.copy()
-        started = time.time()
+        started = _now()
         entry.status, entry.started_at = "running", started
         try:
             result = _call_sync(entry, context)
@@ -366,7 +366,7 @@ def run_sync_batch(
         if listeners:
             succeed(entry, 1, started)
         else:
-            entry.finished_at, entry.status = time.time(), "succeeded"
+            entry.finished_at, entry.status = _now(), "succeeded"
             next(succeeded_counter)
             if entry._waiter is not None:
                 entry._waiter.wake()
