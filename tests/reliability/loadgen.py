@@ -1,4 +1,4 @@
-"""A load generator for the reliability tests: `python loadgen.py URL PATH --requests N --concurrency C`.
+"""A load generator for the reliability tests: `python loadgen.py URL PATH --requests N`.
 
 It runs in a process of its own, so the server under test shares no interpreter (nor GIL) with
 the load. `PATH` is a template: `{i}` becomes the request's number, from `--start` on, so every
@@ -37,7 +37,9 @@ async def _one(
     return status
 
 
-async def run(url: str, template: str, requests: int, concurrency: int, start: int) -> dict[str, object]:
+async def run(
+    url: str, template: str, requests: int, concurrency: int, start: int
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     numbers = iter(range(start, start + requests))

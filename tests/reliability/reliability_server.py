@@ -17,11 +17,12 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -77,7 +78,10 @@ class Output:
 
     def wait_for(self, count: int, text: str, timeout: float = 30) -> None:
         with self._changed:
-            seen = lambda: sum(text in line for line in self.lines)  # noqa: E731
+
+            def seen() -> int:
+                return sum(text in line for line in self.lines)
+
             self._changed.wait_for(lambda: seen() >= count or "<eof>" in self.lines, timeout)
             if seen() < count:
                 raise AssertionError(f"never saw {count} x {text!r}:\n" + self.text[-5000:])
@@ -125,9 +129,7 @@ class Server:
         result: dict[str, Any] = self.get("/records", expect=expect, of=of, wait=wait)
         return result
 
-    def load(
-        self, path: str, requests: int, concurrency: int, start: int = 0
-    ) -> dict[str, Any]:
+    def load(self, path: str, requests: int, concurrency: int, start: int = 0) -> dict[str, Any]:
         """Run `loadgen.py` in another process against this server; return its figures."""
         command = [
             sys.executable,
@@ -217,3 +219,24 @@ def served(mode: str, *, graceful: int = 10, **env: str | float | int) -> Iterat
                 process.kill()
                 process.wait()
         output.close()
+
+
+@pytest.fixture(scope="module", name="shared")
+def shared_servers() -> Iterator[Callable[[str], Server]]:
+    """`shared(mode)`: one server per mode for a whole test module, its records reset per call.
+
+    Starting a server costs a second or more; tests that leave it in a clean state share one.
+    A test module imports `shared_servers` and takes a `shared` argument.
+    """
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+
+        def get(mode: str) -> Server:
+            if mode not in servers:
+                servers[mode] = stack.enter_context(served(mode))
+            server = servers[mode]
+            server.get("/reset")
+            server.mark = len(server.output.lines)
+            return server
+
+        yield get

@@ -30,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Scope
 
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, current_tasks
 
@@ -267,11 +268,21 @@ class Detached:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[Detached]:
-        send_stream, receive_stream = anyio.create_memory_object_stream[dict[str, Any]](10)
-        answers, answered = anyio.create_memory_object_stream[dict[str, Any]](10)
-        async with send_stream, receive_stream, answers, answered, anyio.create_task_group() as group:
+        send_stream, receive_stream = anyio.create_memory_object_stream[Message](10)
+        answers, answered = anyio.create_memory_object_stream[Message](10)
+        async with (
+            send_stream,
+            receive_stream,
+            answers,
+            answered,
+            anyio.create_task_group() as group,
+        ):
+            scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
             group.start_soon(
-                self.app, {"type": "lifespan", "asgi": {"version": "3.0"}}, receive_stream.receive, answers.send
+                self.app,
+                scope,
+                receive_stream.receive,
+                answers.send,
             )
             await send_stream.send({"type": "lifespan.startup"})
             assert (await answered.receive())["type"] == "lifespan.startup.complete"
@@ -281,12 +292,12 @@ class Detached:
 
     async def submit(self, build: Build) -> TypeError | None:
         self.build, self.refused, self.done = build, None, anyio.Event()
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         scope = {
@@ -361,3 +372,17 @@ def test_add_task_refuses_at_once_or_the_task_runs_exactly_once(kind: str, backe
             assert ran == 1, f"{label} ran {ran} times"
 
         check()
+
+
+def send_welcome(email: str, token: str) -> None:  # pragma: no cover - never called
+    raise AssertionError("refused at add_task")
+
+
+def test_a_refused_add_task_names_the_function_not_the_values_of_its_arguments() -> None:
+    tasks = BackgroundTasks()
+    with pytest.raises(TypeError) as refused:
+        tasks.add_task(send_welcome, "alice@example.com")  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert "send_welcome" in message  # still says what is wrong
+    assert "token" in message
+    assert "alice@example.com" not in message, message

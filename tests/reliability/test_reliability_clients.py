@@ -12,21 +12,23 @@ tasks.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
-
-from collections.abc import Callable
-
-from reliability_server import MODES, Server, figure
+from reliability_server import (
+    MODES,
+    Server,
+    figure,
+    shared_servers,  # noqa: F401  (the `shared` fixture)
+)
 
 NOT_RUN = "Not running 1 background task(s) because"
 
 
 def connect(server: Server) -> socket.socket:
     parts = urlsplit(server.url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
-    return sock
+    return socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=30)
 
 
 def request(sock: socket.socket, path: str) -> None:
@@ -50,7 +52,9 @@ def read_response(sock: socket.socket) -> bytes:
         received += sock.recv(65536)
     head, _, body = received.partition(b"\r\n\r\n")
     length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
     )
     while len(body) < length:
         chunk = sock.recv(1 << 20)
@@ -114,7 +118,8 @@ def test_a_client_gone_during_a_streamed_body_gets_no_task_run_and_each_named(
     not_run = [line for line in text.splitlines() if NOT_RUN in line]
     figure("client-mid-stream", mode, task_run="mid:task" in items, named=len(not_run))
     assert items == ["mid:entered"]
-    assert len(not_run) == 1 and "reliability_app.record_sync" in not_run[0], text[-3000:]
+    assert len(not_run) == 1, text[-3000:]
+    assert "reliability_app.record_sync" in not_run[0]
 
 
 @pytest.mark.parametrize("mode", MODES)

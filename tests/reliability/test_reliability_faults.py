@@ -13,7 +13,6 @@ Through a real uvicorn process, with the load from other processes:
 from __future__ import annotations
 
 import pytest
-
 from reliability_server import INLINE, MODES, figure, scale, served
 
 # Threads afterward runs sync tasks on: its inline limiter (DEFAULT_THREAD_LIMIT) or the
@@ -63,11 +62,11 @@ def test_faulty_tasks_leave_other_requests_latency_alone_and_are_each_logged_onc
         for result in (base, faulty):
             assert result["statuses"] == {"200": requests}, result
             assert result["errors"] == 0, result
-        sync_failures = server.output.count("Background task reliability_app.fail_sync failed")
-        async_failures = server.output.count("Background task reliability_app.fail_async failed")
         server.terminate()
         server.process.wait(30)
-        server.output.wait_for(1, "<eof>")
+        server.output.wait_for(1, "<eof>")  # every line the server printed has been read
+    sync_failures = server.output.count("Background task reliability_app.fail_sync failed")
+    async_failures = server.output.count("Background task reliability_app.fail_async failed")
     interrupted = server.output.count("reliability_app.hang_async was interrupted")
     figure(
         "faults",
@@ -84,8 +83,9 @@ def test_faulty_tasks_leave_other_requests_latency_alone_and_are_each_logged_onc
     assert sync_failures == failing
     assert async_failures == failing
     assert interrupted == hanging
-    # Loose: the machine is shared; a fault that cost the other requests would show as much more.
-    assert faulty["p99_ms"] < max(5 * base["p99_ms"], base["p99_ms"] + 250), (base, faulty)
+    # On the median, loosely: the p99 of a shared 2-core machine is too noisy to assert on. A
+    # fault that cost the other requests (a blocked event loop, a starved pool) shows as far more.
+    assert faulty["p50_ms"] < 4 * base["p50_ms"] + 50, (base, faulty)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,4 +112,6 @@ def test_sync_endpoints_are_served_while_every_afterward_thread_is_blocked(mode:
         sync_p99_ms=sync["p99_ms"],
     )
     assert during["count"] == limit
-    assert set(after) == {f"b{n}:{suffix}" for n in range(limit + 1) for suffix in ("unblocked", "after")}
+    assert set(after) == {
+        f"b{n}:{suffix}" for n in range(limit + 1) for suffix in ("unblocked", "after")
+    }

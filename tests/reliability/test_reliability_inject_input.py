@@ -1,11 +1,11 @@
-"""§5 Any path and query values into `inject`, compared with FastAPI's answer (Hypothesis).
+"""§5 Any path and query values into `inject`, compared with FastAPI's answers (Hypothesis).
 
 The same endpoint is served by FastAPI (with the drop-in `BackgroundTasks`) and by Starlette with
 `inject`. Hypothesis sends both the same request: any string in the path (percent-encoded), query
 values of any text, huge, missing, repeated, of the wrong type, and unknown parameters. The two
-answers must be the same: the status, and the body of a 200 or a 422 (the same 422 items), and never a 500 (a server
-error would raise out of the ASGI transport here). A request that passes validation queues a task,
-which runs.
+answers must be the same: the status, and the body of a 200 or a 422 (the same 422 items); and
+never a 500 (a server error would raise out of the ASGI call here). A request that passes
+validation queues a task, which runs.
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ text_values = st.one_of(
     st.text(max_size=20), st.sampled_from(NUMBERS + WORDS + list(HUGE)), st.integers().map(str)
 )
 pairs = st.lists(
-    st.tuples(st.sampled_from(["name", "q", "limit", "ratio", "flag", "maybe", "other"]), text_values),
+    st.tuples(
+        st.sampled_from(["name", "q", "limit", "ratio", "flag", "maybe", "other"]), text_values
+    ),
     max_size=6,
 )
 # Half the requests carry the required `name`, so more of them get past validation.

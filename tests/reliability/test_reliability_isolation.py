@@ -10,11 +10,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Callable
 
-from reliability_server import MODES, Server, figure, scale
+import pytest
+from reliability_server import (
+    MODES,
+    Server,
+    figure,
+    scale,
+    shared_servers,  # noqa: F401  (the `shared` fixture)
+)
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_concurrent_requests_never_see_each_others_context_or_collector(
@@ -60,9 +66,14 @@ def test_a_failure_log_names_the_task_never_its_arguments_nor_the_requests_secre
     response = server.client.get("/fault/secret/alice", headers=headers)
     assert response.status_code == 200
     server.records(1)  # the task after the failing one has run: the failure is logged
+    server.output.wait_for(1, "reliability_app.send_welcome failed")  # and read from the pipe
     text = "\n".join(server.since_mark())
     failure = [line for line in text.splitlines() if "reliability_app.send_welcome failed" in line]
-    leaks = [s for s in ("alice@example.com", "token-alice", "header-secret", "cookie-secret") if s in text]
+    leaks = [
+        s
+        for s in ("alice@example.com", "token-alice", "header-secret", "cookie-secret")
+        if s in text
+    ]
     figure("log-secrets", mode, failure_lines=len(failure), leaks=len(leaks))
     assert len(failure) == 1, text[-3000:]
     assert "the mail server refused the message" in text  # the exception is there

@@ -9,12 +9,12 @@ says which loop it is. Found by the load test: a sync task followed by an async 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from afterward import BackgroundTasksMiddleware, current_tasks
 
@@ -38,20 +38,20 @@ def test_an_async_task_after_a_sync_one_runs_on_a_loop_anyio_did_not_start() -> 
             return PlainTextResponse("ok")
 
         app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]))
-        lifespan_in: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        lifespan_out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        lifespan_in: asyncio.Queue[Message] = asyncio.Queue()
+        lifespan_out: asyncio.Queue[Message] = asyncio.Queue()
         lifespan = asyncio.ensure_future(
             app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_in.get, lifespan_out.put)
         )
         await lifespan_in.put({"type": "lifespan.startup"})
         assert (await lifespan_out.get())["type"] == "lifespan.startup.complete"
 
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         scope = {

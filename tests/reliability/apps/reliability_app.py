@@ -15,7 +15,9 @@ logger prints to stdout, one line per record, which the test reads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import gc
 import logging
 import os
 import sys
@@ -25,23 +27,24 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from fastapi import Depends as FastAPIDepends
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from fastapi import Depends as FastAPIDepends
-from fastapi import FastAPI
-
 import afterward
-from afterward.fastapi import BackgroundTasks as DropIn
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Depends, current_tasks, inject
+from afterward.fastapi import BackgroundTasks as DropIn
 
 MODE = os.environ.get("MODE", "inject")
 WORKERS = int(os.environ.get("WORKERS", "8"))
 TASK_SECONDS = float(os.environ.get("TASK_SECONDS", "0.2"))
-WAIT = float(os.environ.get("WAIT", "20"))  # the longest a `/records` call waits for what it expects
+WAIT = float(
+    os.environ.get("WAIT", "20")
+)  # the longest a `/records` call waits for what it expects
 
 logging.basicConfig(
     stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"
@@ -227,6 +230,20 @@ async def reset_route(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def objects_route(request: Request) -> Response:
+    """Live Python objects after a full collection, the most common types first."""
+    gc.collect()
+    counts = collections.Counter(type(obj).__name__ for obj in gc.get_objects())
+    return JSONResponse({"objects": sum(counts.values()), "top": counts.most_common(12)})
+
+
+async def threads_route(request: Request) -> Response:
+    """How many threads have a name that starts with `prefix` (afterward names its own)."""
+    prefix = request.query_params["prefix"]
+    count = sum(thread.name.startswith(prefix) for thread in threading.enumerate())
+    return JSONResponse({"count": count})
+
+
 async def release_route(request: Request) -> Response:
     release.set()
     return JSONResponse({})
@@ -278,6 +295,8 @@ STATIC = [
     Route("/records", records_route),
     Route("/reset", reset_route),
     Route("/release", release_route),
+    Route("/objects", objects_route),
+    Route("/threads", threads_route),
 ]
 
 
@@ -423,9 +442,9 @@ def make_app(mode: str) -> ASGIApp:
         return fastapi_app()
     if mode == "middleware":
         return BackgroundTasksMiddleware(
-            starlette_current_tasks(), workers=WORKERS, drain_timeout=float(
-                os.environ.get("DRAIN_TIMEOUT", "30")
-            )
+            starlette_current_tasks(),
+            workers=WORKERS,
+            drain_timeout=float(os.environ.get("DRAIN_TIMEOUT", "30")),
         )
     raise ValueError(f"unknown MODE {mode!r}")
 
