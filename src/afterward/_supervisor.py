@@ -38,7 +38,8 @@ from ._loopcall import LoopCaller
 from ._report import entry_name, log_not_run, logger, names, task_extra
 from ._runner import is_batchable, run_sync_batch, run_tasks, settle_sync_stop
 from ._stats import Outcomes, register
-from ._tasks import BackgroundTasks, seal
+from ._tasks import BackgroundTasks
+from ._tasks import seal as _seal
 from ._tracing import active_hook
 from ._workers import WorkerPool
 
@@ -251,7 +252,7 @@ class Supervisor:
 
     def _finish(self, collector: BackgroundTasks) -> None:
         """A collector's run has ended: it takes no more tasks."""
-        seal(collector)
+        _seal(collector)
         with self._lock:
             self.outcomes.tally_locked(collector.tasks)
             self._active -= 1
