@@ -14,6 +14,7 @@ import threading
 import anyio
 import pytest
 
+import afterward
 from afterward import BackgroundTasks
 from afterward._failures import abandoned_in_thread
 
@@ -36,15 +37,18 @@ async def record_async(ran: list[str], item: str) -> None:
     ran.append(item)
 
 
+@pytest.mark.parametrize("kind", ["plain", "with a policy"])
 async def test_the_task_in_its_thread_and_those_after_it_are_named_when_the_cancel_arrives(
-    caplog: pytest.LogCaptureFixture,
+    kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="afterward")
     started = threading.Event()
     ran: list[str] = []
     tasks = BackgroundTasks()
     tasks.add_task(record, ran, "before")
-    blocked = tasks.add_task(block, started, ran)
+    # A task with a policy runs attempt by attempt, in a thread hop of its own.
+    func = block if kind == "plain" else afterward.task(block, retries=1)
+    blocked = tasks.add_task(func, started, ran)
     tasks.add_task(record, ran, "after")
     tasks.add_task(record_async, ran, "async after")
     release.clear()

@@ -49,6 +49,8 @@ async def run_attempts(
     limiter: CapacityLimiter | None,
     run_override: RunOverride,
     context: Context | None = None,
+    *,
+    on_cancel: Callable[[], object] | None = None,
 ) -> None:
     """Run `entry` to its end, attempt after attempt as its policy says; raise its last failure.
 
@@ -61,6 +63,8 @@ async def run_attempts(
         run_override: How to run an entry that overrides `__call__`.
         context: The context to copy for each attempt; the entry's captured one unless given
             (a tracing hook gives the captured one with its span laid over).
+        on_cancel: Called on the loop if a cancellation arrives while a sync attempt runs in
+            its worker thread, the moment it arrives (see `_hop.run_sync`).
     """
     policy = entry.policy
     base = entry.context if context is None else context
@@ -72,7 +76,7 @@ async def run_attempts(
         if listeners:
             emit("started", entry, attempt)
         try:
-            await _attempt(entry, attempt, base.copy(), limiter, run_override)
+            await _attempt(entry, attempt, base.copy(), limiter, run_override, on_cancel)
         except Exception as exc:
             if policy is None or not policy.retries_after(exc, attempt):
                 fail(entry, exc, attempt, started)
@@ -112,6 +116,7 @@ async def _attempt(
     context: Context,
     limiter: CapacityLimiter | None,
     run_override: RunOverride,
+    on_cancel: Callable[[], object] | None,
 ) -> None:
     if not entry.runs_directly:
         await _on_loop(entry, attempt, context, run_override(entry, limiter, context))
@@ -119,7 +124,12 @@ async def _attempt(
         await _on_loop(entry, attempt, context, _async_call(entry, context))
     else:
         result, entered = await hop.run_sync(
-            _sync_attempt, entry, attempt, context, limiter=task_hop_limiter(limiter)
+            _sync_attempt,
+            entry,
+            attempt,
+            context,
+            limiter=task_hop_limiter(limiter),
+            on_cancel=None if on_cancel is None else lambda *_: on_cancel(),
         )
         if entered is not None:
             # A sync wrapper returned an awaitable: it is part of the attempt, and so inside

@@ -262,11 +262,11 @@ async def _run_in_anyio_thread(
     on_cancel: Callable[..., object],
 ) -> T:
     """`anyio.to_thread.run_sync`, calling `on_cancel(*args)` when a cancellation arrives."""
-    outcome: list[T] = []
-    started: list[bool] = []  # in the thread: `func` has been called (not waiting for a token)
+    state = [False, False]  # `func` has been called in the thread; the hop is over
+    outcome: list[tuple[bool, Any]] = []  # (raised, result or exception)
 
     def call() -> T:
-        started.append(True)
+        state[0] = True
         return func(*args)
 
     async def watch() -> None:
@@ -274,7 +274,7 @@ async def _run_in_anyio_thread(
         try:
             await sleep_forever()
         except get_cancelled_exc_class():
-            if started and not outcome:
+            if state[0] and not state[1]:
                 _call_on_cancel(on_cancel, args)
             raise
 
@@ -282,8 +282,14 @@ async def _run_in_anyio_thread(
         async with create_task_group() as group:
             group.start_soon(watch)
             try:
-                outcome.append(await to_thread.run_sync(call, limiter=limiter))
+                outcome.append((False, await to_thread.run_sync(call, limiter=limiter)))
+            except BaseException as exc:
+                if not state[0]:
+                    raise  # cancelled while waiting for a thread: nothing ran
+                # Raised after the task group, so that it is not wrapped in an exception group.
+                outcome.append((True, exc))
             finally:
+                state[1] = True
                 group.cancel_scope.cancel()  # the watcher's part is over
     except get_cancelled_exc_class():
         if not outcome:
@@ -293,4 +299,8 @@ async def _run_in_anyio_thread(
         # deliver it again; a native asyncio cancel is re-armed).
         if on_asyncio():
             _cancel_again()
-    return outcome[0]
+    raised, value = outcome[0]
+    if raised:
+        raise value
+    result: T = value
+    return result

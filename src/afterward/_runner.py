@@ -18,6 +18,7 @@ class `Call`, and uses the collector only through the `Collector` protocol below
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import Context, ContextVar, copy_context
@@ -158,12 +159,12 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                 if stopped is not None:
                     running = stopped[0]
                     await settle_sync_stop(collector, *stopped)
-                if abandoned_in_thread and collector in abandoned_in_thread:
-                    # Cancelled while the thread ran, and named then: stop here, as the
-                    # cancellation would have stopped the thread before a next task.
-                    abandoned_in_thread.discard(collector)
-                    await checkpoint()
             running = None
+            if abandoned_in_thread and collector in abandoned_in_thread:
+                # Cancelled while a thread ran, and named then (`log_abandoned_in_thread`):
+                # stop here, as the cancellation stops the thread before a next task.
+                abandoned_in_thread.discard(collector)
+                await checkpoint()
     except BaseException as exc:
         if abandoned_in_thread:
             abandoned_in_thread.discard(collector)
@@ -229,7 +230,12 @@ def is_batchable(entry: object) -> bool:
 async def _run_managed(collector: Collector, entry: Call) -> None:
     """Run one entry attempt by attempt (see `_attempt`); report its final failure."""
     try:
-        await run_attempts(entry, collector.limiter, _run_override)
+        await run_attempts(
+            entry,
+            collector.limiter,
+            _run_override,
+            on_cancel=functools.partial(log_abandoned_in_thread, collector, entry),
+        )
     except Exception as exc:
         await report_failure(collector, entry, exc)
 
