@@ -329,3 +329,41 @@ async def test_events_in_order_under_the_middleware(kind: str) -> None:
         ("started", "job", 1),
         ("succeeded", "job", 1),
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+async def test_a_sync_task_s_awaitable_runs_inside_its_attempt_scope(outcome: str) -> None:
+    # A sync wrapper around an async function returns a coroutine: awaiting it is part of the
+    # attempt, so the scope (an OpenTelemetry span) ends after it, with its exception.
+    log: list[str] = []
+
+    async def later() -> None:
+        log.append("awaitable")
+        if outcome == "raises":
+            raise ConnectionError("down")
+
+    def wrapper() -> Any:
+        log.append("sync")
+        return later()
+
+    @contextlib.contextmanager
+    def scope(task: object, attempt: int) -> Iterator[None]:
+        log.append("enter")
+        try:
+            yield
+        except BaseException as exc:
+            log.append(f"exit {type(exc).__name__}")
+            raise
+        log.append("exit")
+
+    remove = afterward.add_attempt_scope(scope)
+    try:
+        tasks = BackgroundTasks()
+        entry = tasks.add_task(wrapper)
+        await tasks()
+    finally:
+        remove()
+    end = "exit ConnectionError" if outcome == "raises" else "exit"
+    assert log == ["enter", "sync", "awaitable", end]
+    assert entry.status == ("failed" if outcome == "raises" else "succeeded")

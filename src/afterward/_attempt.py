@@ -49,6 +49,8 @@ async def run_attempts(
     limiter: CapacityLimiter | None,
     run_override: RunOverride,
     context: Context | None = None,
+    *,
+    on_cancel: Callable[[], object] | None = None,
 ) -> None:
     """Run `entry` to its end, attempt after attempt as its policy says; raise its last failure.
 
@@ -61,6 +63,8 @@ async def run_attempts(
         run_override: How to run an entry that overrides `__call__`.
         context: The context to copy for each attempt; the entry's captured one unless given
             (a tracing hook gives the captured one with its span laid over).
+        on_cancel: Called on the loop if a cancellation arrives while a sync attempt runs in
+            its worker thread, the moment it arrives (see `_hop.run_sync`).
     """
     policy = entry.policy
     base = entry.context if context is None else context
@@ -72,7 +76,7 @@ async def run_attempts(
         if listeners:
             emit("started", entry, attempt)
         try:
-            await _attempt(entry, attempt, base.copy(), limiter, run_override)
+            await _attempt(entry, attempt, base.copy(), limiter, run_override, on_cancel)
         except Exception as exc:
             if policy is None or not policy.retries_after(exc, attempt):
                 fail(entry, exc, attempt, started)
@@ -112,26 +116,43 @@ async def _attempt(
     context: Context,
     limiter: CapacityLimiter | None,
     run_override: RunOverride,
+    on_cancel: Callable[[], object] | None,
 ) -> None:
     if not entry.runs_directly:
         await _on_loop(entry, attempt, context, run_override(entry, limiter, context))
     elif entry.is_async:
         await _on_loop(entry, attempt, context, _async_call(entry, context))
     else:
-        (result,) = await hop.run_sync(
-            _sync_attempt, entry, attempt, context, limiter=task_hop_limiter(limiter)
+        result, entered = await hop.run_sync(
+            _sync_attempt,
+            entry,
+            attempt,
+            context,
+            limiter=task_hop_limiter(limiter),
+            on_cancel=None if on_cancel is None else lambda *_: on_cancel(),
         )
-        if result is not None and inspect.isawaitable(result):
-            # A sync wrapper returned an awaitable: it is part of the attempt.
-            await _on_loop(entry, attempt, context, await_in_context(context, result), enter=False)
+        if entered is not None:
+            # A sync wrapper returned an awaitable: it is part of the attempt, and so inside
+            # the scopes entered in the thread (an OpenTelemetry span ends once it is done).
+            work = await_in_context(context, result)  # type: ignore[arg-type]
+            await _on_loop(entry, attempt, context, work, entered=entered)
 
 
 async def _on_loop(
-    entry: Call, attempt: int, context: Context, work: Awaitable[None], *, enter: bool = True
+    entry: Call,
+    attempt: int,
+    context: Context,
+    work: Awaitable[None],
+    *,
+    entered: tuple[AbstractContextManager[Any], ...] | None = None,
 ) -> None:
-    """Await `work` within the timeout, inside the attempt scopes (entered in `context`)."""
+    """Await `work` within the timeout, inside the attempt scopes (entered in `context`).
+
+    `entered`: the scopes already entered for this attempt (in its worker thread), else None.
+    """
     timeout = entry.policy.timeout if entry.policy is not None and entry.is_async else None
-    entered = context.run(_enter, entry, attempt) if enter and scopes else ()
+    if entered is None:
+        entered = context.run(_enter, entry, attempt) if scopes else ()
     try:
         if timeout is None:
             await work
@@ -148,20 +169,31 @@ async def _async_call(entry: Call, context: Context) -> None:
     await await_in_context(context, entry.func(*entry.args, **entry.kwargs))
 
 
-def _sync_attempt(entry: Call, attempt: int, context: Context) -> tuple[object]:
-    """In the worker thread: the attempt scopes entered, the function called, in `context`."""
-    return (context.run(_call_in_scopes, entry, attempt),)
+_Scopes = tuple[AbstractContextManager[Any], ...]
 
 
-def _call_in_scopes(entry: Call, attempt: int) -> object:
+def _sync_attempt(entry: Call, attempt: int, context: Context) -> tuple[object, _Scopes | None]:
+    """In the worker thread: the attempt scopes entered, the function called, in `context`.
+
+    Returns:
+        What the function returned, and, if that is an awaitable, the scopes still entered:
+        they are exited on the loop once the awaitable is done. (A tuple: trio's
+        `to_thread.run_sync` refuses a function that returns a coroutine.)
+    """
+    return context.run(_call_in_scopes, entry, attempt)
+
+
+def _call_in_scopes(entry: Call, attempt: int) -> tuple[object, _Scopes | None]:
     entered = _enter(entry, attempt) if scopes else ()
     try:
         result = entry.func(*entry.args, **entry.kwargs)
     except BaseException:
         _exit(entered, sys.exc_info())
         raise
+    if result is not None and inspect.isawaitable(result):
+        return result, entered
     _exit(entered, (None, None, None))
-    return result
+    return result, None
 
 
 def _enter(entry: Call, attempt: int) -> tuple[AbstractContextManager[Any], ...]:

@@ -266,7 +266,11 @@ def _binding_message(
         reason = "they do not bind"
     except TypeError as exc:
         reason = str(exc)
-    given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    # The types of the arguments, never their values: this message may reach a server's log,
+    # and a task's arguments are often personal data (an e-mail address, a token).
+    given = ", ".join(
+        [*(_type_name(v) for v in args), *(f"{k}={_type_name(v)}" for k, v in kwargs.items())]
+    )
     # Names and defaults are what a caller needs; annotations would be quoted strings under
     # `from __future__ import annotations` and only add noise.
     expected = shape.signature.replace(
@@ -275,9 +279,14 @@ def _binding_message(
     )
     return (
         f"The arguments given to add_task() do not match {shape.name}{expected}: "
-        f"{reason}. The task was called as {shape.name}({given}); pass the arguments "
-        f"{shape.name.rpartition('.')[2]} expects, as add_task(func, *args, **kwargs)."
+        f"{reason}. The task was called with arguments of these types: {shape.name}({given}); "
+        f"pass the arguments {shape.name.rpartition('.')[2]} expects, as "
+        f"add_task(func, *args, **kwargs)."
     )
+
+
+def _type_name(value: object) -> str:
+    return type(value).__qualname__
 
 
 def is_async_callable(func: Any) -> bool:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from ._runner import Collector
 
 __all__ = [
+    "abandoned_in_thread",
     "log_abandoned",
+    "log_abandoned_in_thread",
     "log_failure",
     "log_interrupted",
     "report_failure",
@@ -95,6 +97,40 @@ def log_abandoned(
     if running is None and not never_started:
         return
     log_interrupted(entry_name(running) if running is not None else None, exc, never_started)
+
+
+abandoned_in_thread: set[Collector] = set()
+"""Collectors whose run `log_abandoned_in_thread` stopped: the runner, which awaits the hop
+that called it, takes each out again (and raises the cancellation). A plain set, not a
+`WeakSet`: the runner checks it after every thread hop, and a `WeakSet`'s truth is a Python call.
+"""
+
+
+def log_abandoned_in_thread(collector: Collector, first: object) -> None:
+    """The host task is cancelled while a run of sync entries goes on in its worker thread.
+
+    Called on the event loop the moment the cancellation arrives (see `_hop.run_sync`): the
+    hop still waits for the thread, and a server shutting down may exit first. The run stops
+    before its next entry (the thread checks for the cancellation between entries); this names
+    the entry the thread is running, which no one can stop, and marks and names those after it.
+    """
+    abandoned_in_thread.add(collector)
+    never_started = collector.skip_pending()
+    current = collector.started_before(len(never_started))
+    if not (isinstance(current, Call) and current.status == "running"):
+        current = None  # the thread is between two entries: it stops before the next one
+    logger.warning(
+        "Background tasks stopped by a cancellation: %s; %d task(s) never started: %s.",
+        f"{entry_name(current)} is still running in its worker thread and is abandoned as it "
+        f"is (threads cannot be cancelled)"
+        if current is not None
+        else "none was running",
+        len(never_started),
+        names(never_started) or "none",
+        extra=task_extra(current, "abandoned", current.attempts, None)
+        if current is not None
+        else None,
+    )
 
 
 def log_interrupted(

@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from anyio import CancelScope, current_effective_deadline, to_thread
+from anyio import (
+    CancelScope,
+    create_task_group,
+    current_effective_deadline,
+    get_cancelled_exc_class,
+    sleep_forever,
+    to_thread,
+)
 from anyio.lowlevel import checkpoint
 
 from ._anyio_seam import (
@@ -166,15 +174,31 @@ class _CancelView:
         return self._job.cancelled()
 
 
-async def run_sync(func: Callable[..., T], *args: Any, limiter: CapacityLimiter) -> T:
+async def run_sync(
+    func: Callable[..., T],
+    *args: Any,
+    limiter: CapacityLimiter,
+    on_cancel: Callable[..., object] | None = None,
+) -> T:
     """Call `func(*args)` in a worker thread under a token of `limiter`; return what it returns.
 
     On asyncio, in afterward's worker threads (see the module's docstring); `current_job()` in
     the thread tells `func` whether its host task was cancelled. Elsewhere (trio),
     `anyio.to_thread.run_sync`.
+
+    Args:
+        func: The function to call in the thread.
+        args: Its arguments.
+        limiter: The limiter whose token the thread holds.
+        on_cancel: Called as `on_cancel(*args)` on the event loop when the host task is cancelled
+            while `func` runs in its thread, the moment the cancellation arrives: the hop still
+            waits for the thread (it cannot be stopped), and the process may not live that long
+            (a server's shutdown deadline). Exceptions it raises are logged.
     """
     if not OWN_THREAD_HOPS or not on_asyncio():
-        return await to_thread.run_sync(func, *args, limiter=limiter)
+        if on_cancel is None:
+            return await to_thread.run_sync(func, *args, limiter=limiter)
+        return await _run_in_anyio_thread(func, args, limiter, on_cancel)
     loop = asyncio.get_running_loop()
     deadline = current_effective_deadline()
     if deadline != math.inf and deadline <= loop.time():  # a cancel scope cancelled already
@@ -188,6 +212,8 @@ async def run_sync(func: Callable[..., T], *args: Any, limiter: CapacityLimiter)
             if job.take_back():
                 raise  # no worker started it: nothing ran
             job.cancel_requested = True  # a batch stops before its next task
+            if on_cancel is not None:
+                _call_on_cancel(on_cancel, args)
             await _wait_shielded(job)
             _cancel_again()
         # Once started, the outcome is handed back, as AnyIO's shielded hop does: the caller
@@ -218,3 +244,63 @@ async def _wait_shielded(job: HopJob[Any]) -> None:
             job.waiter = job.loop.create_future()
             with contextlib.suppress(asyncio.CancelledError):
                 await job.waiter
+
+
+def _call_on_cancel(on_cancel: Callable[..., object], args: Any) -> None:
+    try:
+        on_cancel(*args)
+    except Exception:
+        logging.getLogger("afterward").exception(
+            "Reporting the tasks a cancellation stops in a worker thread failed."
+        )
+
+
+async def _run_in_anyio_thread(
+    func: Callable[..., T],
+    args: Any,
+    limiter: CapacityLimiter,
+    on_cancel: Callable[..., object],
+) -> T:
+    """`anyio.to_thread.run_sync`, calling `on_cancel(*args)` when a cancellation arrives."""
+    state = [False, False]  # `func` has been called in the thread; the hop is over
+    outcome: list[tuple[bool, Any]] = []  # (raised, result or exception)
+
+    def call() -> T:
+        state[0] = True
+        return func(*args)
+
+    async def watch() -> None:
+        # AnyIO's hop waits for its thread, shielded; a sibling sees the cancellation arrive.
+        try:
+            await sleep_forever()
+        except get_cancelled_exc_class():
+            if state[0] and not state[1]:
+                _call_on_cancel(on_cancel, args)
+            raise
+
+    try:
+        async with create_task_group() as group:
+            group.start_soon(watch)
+            try:
+                outcome.append((False, await to_thread.run_sync(call, limiter=limiter)))
+            except BaseException as exc:
+                if not state[0]:
+                    raise  # cancelled while waiting for a thread: nothing ran
+                # Raised after the task group, so that it is not wrapped in an exception group.
+                outcome.append((True, exc))
+            finally:
+                state[1] = True
+                group.cancel_scope.cancel()  # the watcher's part is over
+    except get_cancelled_exc_class():
+        if not outcome:
+            raise
+        # The thread returned after the cancellation: hand the outcome back, as AnyIO's hop
+        # does, and let the cancellation be raised at the next await (AnyIO's cancel scopes
+        # deliver it again; a native asyncio cancel is re-armed).
+        if on_asyncio():
+            _cancel_again()
+    raised, value = outcome[0]
+    if raised:
+        raise value
+    result: T = value
+    return result

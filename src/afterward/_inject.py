@@ -25,7 +25,7 @@ from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
 from ._report import level_for, log_not_run, log_not_run_but_always
-from ._tasks import BackgroundTasks
+from ._tasks import BackgroundTasks, new_collector, seal
 
 __all__ = ["inject"]
 
@@ -104,13 +104,17 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
                 if run.stack is not None:
                     await tear_down(run.stack, exc)
                     run.abandon(f"the endpoint raised {type(exc).__name__}", level_for(exc))
-                if run.tasks is not None and run.tasks.has_pending():
-                    await _run_always(run.tasks, exc)
+                if run.tasks is not None:
+                    if run.tasks.has_pending():
+                        await _run_always(run.tasks, exc)
+                    seal(run.tasks)  # its run is over: a late add_task is refused
                 raise
             if response is result:  # the endpoint's own: a copy completes the request, if need be
                 tasks = run.tasks
                 if run.stack is not None or (tasks is not None and tasks.has_pending()):
                     return complete(response, tasks, run.stack)
+                if tasks is not None:
+                    seal(tasks)  # nothing left to run, and nothing will run it
             return response
         finally:
             if token is not None:
@@ -147,7 +151,10 @@ class _Run:
         if self.after is not None:
             return collector_after_release(self.after)
         if self.outer is None:
-            self.tasks = self.collector_class()
+            if self.collector_class is BackgroundTasks:
+                self.tasks = new_collector()
+            else:
+                self.tasks = self.collector_class()
             return self.tasks
         if self.handed is None:
             handed = self.outer.open()

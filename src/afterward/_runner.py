@@ -18,21 +18,30 @@ class `Call`, and uses the collector only through the `Collector` protocol below
 
 from __future__ import annotations
 
+import functools
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import Context, ContextVar, copy_context
+from time import time as _now
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 from anyio import from_thread
+from anyio.lowlevel import checkpoint
 
 from . import _hop as hop
 from . import _recording as recording
 from ._attempt import run_attempts
 from ._call import Call
 from ._events import listeners, scopes, succeeded_counter
-from ._failures import log_abandoned, log_failure, log_interrupted, report_failure
+from ._failures import (
+    abandoned_in_thread,
+    log_abandoned,
+    log_abandoned_in_thread,
+    log_failure,
+    log_interrupted,
+    report_failure,
+)
 from ._handle import fail, succeed
 from ._limiter import task_hop_limiter
 from ._report import logger, names
@@ -75,6 +84,9 @@ class Collector(Protocol):
     def skip_pending(self) -> Sequence[object]:
         """Mark every entry not started yet as done and return them."""
 
+    def started_before(self, skipped: int) -> object | None:
+        """Return the entry started last, before the `skipped` ones `skip_pending` returned."""
+
 
 # What stopped a run of sync entries: the entry (None for cancellation), its context, the outcome.
 _SyncStop = tuple["Call | None", Context, object]
@@ -102,7 +114,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
     # Event callbacks or attempt scopes: every entry runs attempt by attempt.
-    managed = bool(listeners or scopes)
+    managed = listeners or scopes
     stop_before_sync = until_sync and hook is None and not managed
     try:
         while True:
@@ -119,7 +131,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             elif managed or entry.policy is not None or not entry.runs_directly:
                 await _run_managed(collector, entry)
             elif entry.is_async:
-                started = time.time()
+                started = _now()
                 entry.status, entry.started_at = "running", started
                 try:
                     suspended = start_async(entry)
@@ -130,21 +142,32 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await report_failure(collector, entry, exc)
                 else:
                     # `succeed()`, written out: no callback or scope to serve on this path.
-                    entry.finished_at, entry.status = time.time(), "succeeded"
+                    entry.finished_at, entry.status = _now(), "succeeded"
                     next(succeeded_counter)
                     if entry._waiter is not None:
                         entry._waiter.wake()
             else:
                 running, waiting = None, entry
                 stopped = await hop.run_sync(
-                    run_sync_batch, collector, entry, limiter=task_hop_limiter(collector.limiter)
+                    run_sync_batch,
+                    collector,
+                    entry,
+                    limiter=task_hop_limiter(collector.limiter),
+                    on_cancel=log_abandoned_in_thread,
                 )
                 waiting = None
                 if stopped is not None:
                     running = stopped[0]
                     await settle_sync_stop(collector, *stopped)
             running = None
+            if abandoned_in_thread and collector in abandoned_in_thread:
+                # Cancelled while a thread ran, and named then (`log_abandoned_in_thread`):
+                # stop here, as the cancellation stops the thread before a next task.
+                abandoned_in_thread.discard(collector)
+                await checkpoint()
     except BaseException as exc:
+        if abandoned_in_thread:
+            abandoned_in_thread.discard(collector)
         log_abandoned(collector, running, waiting, exc)
         raise
 
@@ -207,7 +230,12 @@ def is_batchable(entry: object) -> bool:
 async def _run_managed(collector: Collector, entry: Call) -> None:
     """Run one entry attempt by attempt (see `_attempt`); report its final failure."""
     try:
-        await run_attempts(entry, collector.limiter, _run_override)
+        await run_attempts(
+            entry,
+            collector.limiter,
+            _run_override,
+            on_cancel=functools.partial(log_abandoned_in_thread, collector, entry),
+        )
     except Exception as exc:
         await report_failure(collector, entry, exc)
 
@@ -329,7 +357,7 @@ def run_sync_batch(
     take = take or take_following
     while True:
         context = entry.context.copy()
-        started = time.time()
+        started = _now()
         entry.status, entry.started_at = "running", started
         try:
             result = _call_sync(entry, context)
@@ -344,7 +372,7 @@ def run_sync_batch(
         if listeners:
             succeed(entry, 1, started)
         else:
-            entry.finished_at, entry.status = time.time(), "succeeded"
+            entry.finished_at, entry.status = _now(), "succeeded"
             next(succeeded_counter)
             if entry._waiter is not None:
                 entry._waiter.wake()

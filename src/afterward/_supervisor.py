@@ -39,6 +39,7 @@ from ._report import entry_name, log_not_run, logger, names, task_extra
 from ._runner import is_batchable, run_sync_batch, run_tasks, settle_sync_stop
 from ._stats import Outcomes, register
 from ._tasks import BackgroundTasks
+from ._tasks import seal as _seal
 from ._tracing import active_hook
 from ._workers import WorkerPool
 
@@ -462,23 +463,6 @@ class _SyncRun:
             log_not_run(collector, "the event loop has closed", logging.ERROR)
             return False
         return True
-
-
-class _SealedTasks(list[Any]):
-    """The task list of a collector whose detached run has ended: adding to it is an error."""
-
-    def _refuse(self, *args: object) -> None:
-        raise RuntimeError(
-            "This request's background tasks have already run, so a task added now would never "
-            "run. Add tasks while the request is being handled, or from one of its tasks while "
-            "they run; for work that starts later, use a collector of its own."
-        )
-
-    append = insert = extend = _refuse
-
-
-def _seal(collector: BackgroundTasks) -> None:
-    collector.tasks = _SealedTasks(collector.tasks)
 
 
 async def _settle(collector: BackgroundTasks, stop: _SyncStop) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import copy_context
+from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask as _StarletteTask
@@ -22,7 +23,14 @@ from ._runner import run_task, run_tasks
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
-__all__ = ["BackgroundTask", "BackgroundTasks", "ErrorCallback"]
+__all__ = [
+    "BackgroundTask",
+    "BackgroundTasks",
+    "ErrorCallback",
+    "new_collector",
+    "seal",
+    "unseal",
+]
 
 P = ParamSpec("P")
 
@@ -131,6 +139,7 @@ class BackgroundTasks(_StarletteTasks):
     backend: Backend | None = None
     _next: int = 0  # index of the first task that has not been started yet
     _running = False  # a run is in progress (see `__call__`)
+    _holders = 0  # FastAPI drop-in requests that will still run it (see `seal`)
 
     def __init__(
         self,
@@ -258,6 +267,11 @@ class BackgroundTasks(_StarletteTasks):
         abandon(pending)
         return pending
 
+    def started_before(self, skipped: int) -> _StarletteTask | None:
+        """Return the task started last, before the `skipped` ones `skip_pending` returned."""
+        index = len(self.tasks) - skipped - 1
+        return self.tasks[index] if index >= 0 else None
+
     async def __call__(self) -> None:
         """Run the tasks that have not run yet, in order.
 
@@ -278,6 +292,59 @@ class BackgroundTasks(_StarletteTasks):
             self._running = False
 
 
+class _SealedTasks(list[Any]):
+    """The task list of a request's collector whose run has ended: adding to it is an error."""
+
+    def _refuse(self, *args: object) -> None:
+        raise RuntimeError(
+            "This request's background tasks have already run (or were dropped with the "
+            "request), so a task added now would never run. Add tasks while the request is "
+            "being handled, or from one of its tasks while they run; for work that starts "
+            "later, use a collector of its own."
+        )
+
+    append = insert = extend = __iadd__ = _refuse  # type: ignore[assignment]
+
+
+def new_collector() -> BackgroundTasks:
+    """Return `BackgroundTasks()`, made without calling `__init__`: what a request makes.
+
+    With no argument, `__init__` only sets `tasks` (every other default is a class attribute);
+    skipping its call and checks saves ~0.2 µs of each request that queues a task.
+    """
+    collector: BackgroundTasks = _new(BackgroundTasks)
+    collector.tasks = []
+    return collector
+
+
+_new = object.__new__
+
+
+def seal(collector: BackgroundTasks) -> None:
+    """The run of a request's collector has ended: refuse what is added to it from now on.
+
+    Whoever runs a request's collector after the response (the supervisor, `inject`, the
+    FastAPI drop-in) calls this when nothing will run it again, so a late `add_task` (on a
+    collector kept past its request) is an error instead of a task accepted and never run. A
+    collector a user makes and awaits by hand is never sealed: awaiting it again runs what was
+    added since.
+    """
+    if type(collector.tasks) is not _SealedTasks:
+        collector.tasks = _SealedTasks(collector.tasks)
+
+
+def unseal(collector: BackgroundTasks) -> bool:
+    """Let a sealed collector take tasks again; return whether it was sealed.
+
+    For what runs a request's collector once more: a FastAPI factory override shared by
+    requests, a test's recorder replaying it (`afterward.testing.record_tasks`).
+    """
+    if type(collector.tasks) is _SealedTasks:
+        collector.tasks = list(collector.tasks)
+        return True
+    return False
+
+
 def _is_always(task: object) -> bool:
     policy = getattr(task, "policy", None)
     return policy is not None and bool(getattr(policy, "always", False))
@@ -295,9 +362,9 @@ def _fill(
     else:  # an `afterward.task`: run its function, with its policy
         task.func = shape.target
         task.policy = shape.policy
-    task.queued_at = time.time()
+    task.queued_at = _now()
     task.args = args
     task.kwargs = kwargs
     task.is_async = shape.is_async
     task.name = shape.name
-    task.context = contextvars.copy_context()
+    task.context = copy_context()

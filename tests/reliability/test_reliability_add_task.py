@@ -378,12 +378,6 @@ def send_welcome(email: str, token: str) -> None:  # pragma: no cover - never ca
     raise AssertionError("refused at add_task")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the TypeError of a refused add_task quotes the arguments' values (`The task was "
-    "called as ...send_welcome('alice@example.com')`); raised in the request, it reaches the "
-    "server's log with them (_callables.py `_binding_message`: name their types instead)",
-)
 def test_a_refused_add_task_names_the_function_not_the_values_of_its_arguments() -> None:
     tasks = BackgroundTasks()
     with pytest.raises(TypeError) as refused:

@@ -14,18 +14,11 @@ from collections.abc import Callable
 
 import pytest
 from reliability_server import (
-    INLINE,
     MODES,
     Server,
     figure,
     scale,
     shared_servers,  # noqa: F401  (the `shared` fixture)
-)
-
-LATE_ADD_LOST = pytest.mark.xfail(
-    strict=True,
-    reason="inline (inject, FastAPI drop-in): add_task on the collector of a request whose tasks "
-    "have run is accepted and the task never runs, with no log line (_tasks.py / _completion.py)",
 )
 
 
@@ -43,9 +36,7 @@ def test_concurrent_requests_never_see_each_others_context_or_collector(
     assert sorted(got) == sorted(f"{n}:ok" for n in range(requests) for _ in range(2))
 
 
-@pytest.mark.parametrize(
-    "mode", [pytest.param(m, marks=LATE_ADD_LOST) if m in INLINE else m for m in MODES]
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_adding_to_a_request_whose_tasks_have_run_is_refused_clearly(
     mode: str, shared: Callable[[str], Server]
 ) -> None:

@@ -69,19 +69,8 @@ def test_sigterm_lets_the_tasks_within_the_deadline_finish(mode: str) -> None:
     assert elapsed < deadline
 
 
-INLINE_SYNC_ABANDONED = pytest.mark.xfail(
-    strict=True,
-    reason="inline: a sync task still running in its thread when the server cancels the request "
-    "(uvicorn's graceful timeout) is never named, nor the tasks after it: the runner names them "
-    "only once the thread returns, after the process has exited (_runner.py / _hop.py)",
-)
-
-
 @pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
-@pytest.mark.parametrize(
-    "mode",
-    [pytest.param(mode, marks=INLINE_SYNC_ABANDONED) if mode in INLINE else mode for mode in MODES],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_sigterm_past_the_deadline_names_every_task_it_abandons_and_exits_in_time(
     mode: str, twice: bool
 ) -> None:

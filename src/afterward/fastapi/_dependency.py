@@ -32,6 +32,7 @@ import afterward
 from afterward._callables import task_name
 from afterward._current import RequestSlot, request_slot
 from afterward._report import level_for, log_not_run, log_not_run_but_always
+from afterward._tasks import seal, unseal
 
 __all__ = ["get_background_tasks", "tasks_from"]
 
@@ -125,26 +126,31 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
         # FastAPI attaches `native` to the response it builds: our collector runs there, after
         # the body, like FastAPI's own tasks would.
         _attach(native, tasks)
-        slot = RequestSlot(lambda: tasks, f"the FastAPI dependency {factory_name}")
-        slot.tasks = tasks
-        token = request_slot.set(slot)  # current_tasks() finds it, in threads too
+        _hold(tasks)
         try:
-            yield tasks
-        except BaseException as exc:
-            reason = f"the request failed with {type(exc).__name__}"
-            if log_not_run_but_always(tasks, reason, _level_for_failure(exc)):
-                # The `always=True` tasks run now, before the error goes on to FastAPI.
-                if isinstance(exc, Exception):
-                    await tasks()
-                else:
-                    log_not_run(tasks, reason, _level_for_failure(exc))
-            raise
+            slot = RequestSlot(lambda: tasks, f"the FastAPI dependency {factory_name}")
+            slot.tasks = tasks
+            token = request_slot.set(slot)  # current_tasks() finds it, in threads too
+            try:
+                yield tasks
+            except BaseException as exc:
+                reason = f"the request failed with {type(exc).__name__}"
+                if log_not_run_but_always(tasks, reason, _level_for_failure(exc)):
+                    # The `always=True` tasks run now, before the error goes on to FastAPI.
+                    if isinstance(exc, Exception):
+                        await tasks()
+                    else:
+                        log_not_run(tasks, reason, _level_for_failure(exc))
+                raise
+            finally:
+                request_slot.reset(token)
+                slot.release()
+            # Runs only what has not run yet: nothing, unless the path operation returned a
+            # Response with its own `background` (FastAPI then drops `native`) or this is a
+            # websocket route.
+            await tasks()
         finally:
-            request_slot.reset(token)
-            slot.release()
-        # Runs only what has not run yet: nothing, unless the path operation returned a Response
-        # with its own `background` (FastAPI then drops `native`) or this is a websocket route.
-        await tasks()
+            _let_go(tasks)
 
     # The factory is a closure variable, which string annotations could not name: FastAPI reads
     # this signature instead.
@@ -162,6 +168,22 @@ def _attaching(factory: Factory) -> Callable[..., AsyncIterator[afterward.Backgr
     )
     attach_to_response.__qualname__ = f"attach_to_response[{factory_name}]"
     return attach_to_response
+
+
+def _hold(tasks: afterward.BackgroundTasks) -> None:
+    """A request runs `tasks` after its response: it takes tasks until that run has ended."""
+    # A factory override may hand one collector to several requests (a test keeping what was
+    # queued): it takes tasks while any of them is open, and is sealed once none is.
+    if tasks._holders == 0:
+        unseal(tasks)
+    tasks._holders += 1
+
+
+def _let_go(tasks: afterward.BackgroundTasks) -> None:
+    """The request's run of `tasks` has ended: refuse a late add_task unless another holds it."""
+    tasks._holders -= 1
+    if tasks._holders == 0:
+        seal(tasks)
 
 
 def _attach(native: fastapi.BackgroundTasks, tasks: afterward.BackgroundTasks) -> None:

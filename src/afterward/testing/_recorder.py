@@ -19,7 +19,7 @@ from .._backend import Backend
 from .._callables import task_name
 from .._policy import Task, TaskPolicy
 from .._report import entry_name
-from .._tasks import BackgroundTasks
+from .._tasks import BackgroundTasks, seal, unseal
 from ._sync import AsyncBackend, PortalSource, run_sync
 
 __all__ = ["RecordedTask", "RecordingBackend", "record_tasks"]
@@ -215,11 +215,18 @@ class RecordingBackend(Backend):
             for option, value in vars(source).items():
                 if option in _OPTIONS:  # set on the instance: differs from the class default
                     setattr(replay, option, value)
-            await replay()
-            if source.has_pending():
-                # Queued by one of its tasks (`current_tasks()` in a task finds this collector):
-                # it would have run in the same run.
-                self.record_collector(source)
+            # The request's run of `source` ended (it recorded instead of running): this replay
+            # is its run, so its tasks may queue more on it meanwhile.
+            sealed = unseal(source)
+            try:
+                await replay()
+                if source.has_pending():
+                    # Queued by one of its tasks (`current_tasks()` in a task finds this
+                    # collector): it would have run in the same run.
+                    self.record_collector(source)
+            finally:
+                if sealed:
+                    seal(source)
 
     def run_sync(self, portal: PortalSource = None, *, backend: AsyncBackend = "asyncio") -> None:
         """Run the recorded tasks not run yet (see `run()`), from synchronous code.
