@@ -230,3 +230,30 @@ async def test_a_native_asyncio_cancel_also_waits_for_the_running_function() -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert finished == [True]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio's thread cache is trio's own
+async def test_a_steady_stream_of_hops_starts_no_more_threads_than_the_limiter_has_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each caller hops again as soon as its result is back: the worker that handed it back is
+    # on its way to the queue, and must be counted so (it used to be seen as busy, and a new
+    # thread was started for a job it then took: 14 to 19 threads for 4 tokens).
+    from afterward import _hop
+    from afterward._workers import WorkerPool
+
+    pool = WorkerPool(_hop.POOL_SIZE, name="test-hop")
+    monkeypatch.setattr(_hop, "_pool", pool)
+    limiter = anyio.CapacityLimiter(4)
+
+    async def stream() -> None:
+        for _ in range(1000):
+            await run_sync(int, 1, limiter=limiter)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(16):
+            group.start_soon(stream)
+    # One thread may still be started in the instant a worker that found the queue empty is
+    # between its look and its parking; never one per hop.
+    assert len(pool._threads) <= 5, len(pool._threads)
+    pool.close()

@@ -141,6 +141,7 @@ class HopJob(Generic[T]):
             self._outcome = (True, exc)
         finally:
             _local.job = None
+        worker_pool().returning()  # this worker takes the next job: see `WorkerPool.returning`
         with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits any more
             self.loop.call_soon_threadsafe(self._wake)
 

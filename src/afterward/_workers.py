@@ -114,6 +114,17 @@ class WorkerPool:
                 self._start_thread()
             self._keep_watch()
 
+    def returning(self) -> None:
+        """In a worker thread, eager policy: its job is about to hand its result back.
+
+        The worker looks at the queue next, so it is counted as on its way there: a submit
+        made in the meantime (the caller, woken by that result, hops again at once) must not
+        start a thread for a job this worker is about to take. Without this, a pool under a
+        steady stream of hops grew well past the limiter's size, one thread per such race.
+        """
+        with self._lock:
+            self._coming += 1
+
     def queued(self) -> int:
         """Return how many jobs wait for a worker."""
         return len(self._queue)
