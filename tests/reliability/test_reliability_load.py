@@ -30,6 +30,7 @@ RSS_SLACK_MB = 3.0
 HOP_THREAD_LIMIT = 40  # afterward.DEFAULT_THREAD_LIMIT: the inline hop's limiter
 WORKERS = 8  # the middleware's workers in the app
 
+
 def expected(start: int, count: int) -> list[str]:
     return sorted(f"{n}:{index}" for n in range(start, start + count) for index in range(3))
 
