@@ -17,7 +17,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._current import RequestSlot, request_slot
+from ._current import NO_COLLECTOR, RequestSlot, request_slot
 from ._report import level_for, log_not_run, logger
 from ._supervisor import Supervisor
 from ._tasks import BackgroundTasks
@@ -33,8 +33,8 @@ AnyASGIApp = Callable[..., Awaitable[None]]
 Litestar, Quart, Django), and each app is called with the messages the server sends."""
 
 _RUN_WHEN = ("success", "completed", "always")
-_FINAL_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
-_PATHSEND = "http.response.pathsend"
+_ZEROCOPY = "http.response.zerocopysend"  # completes a response like a final body message
+_PATHSEND = "http.response.pathsend"  # always completes a response
 
 
 class BackgroundTasksMiddleware:
@@ -109,7 +109,15 @@ class BackgroundTasksMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        state = _RequestState(self.collector, send, kind == "websocket")
+        # The request's state, made without an `__init__` call (a Python call per request): the
+        # per-request fields are set here, the per-middleware ones are class attributes.
+        state = _RequestState()
+        state.factory = self.collector
+        state.tasks = state._after = None
+        state._send = send
+        state.status = 0
+        # A websocket session has no response to complete: its tasks run when the app returns.
+        state.completed = kind == "websocket"
         token = request_slot.set(state)
         try:
             await self.app(scope, receive, state.send)
@@ -125,8 +133,11 @@ class BackgroundTasksMiddleware:
         finally:
             request_slot.reset(token)
         collector = state.tasks
+        if collector is None:  # nothing was queued: the common case, without a call
+            state._after = NO_COLLECTOR  # what `release()` leaves: a late `current_tasks()` raises
+            return
         state.release()  # no reference cycle through the tasks' contexts (see `release`)
-        if collector is None or not collector.has_pending():
+        if not collector.has_pending():
             return
         reason = self._reason_not_to_run(state)
         if reason is not None:
@@ -191,31 +202,36 @@ class _RequestState(RequestSlot):
     """One request: its collector slot, and a watch on the response sent through `send`.
 
     One object per request: its bound `send` method is the `send` the app gets, so the request
-    costs no closure, and the slot `current_tasks()` finds is the same object.
+    costs no closure, and the slot `current_tasks()` finds is the same object. The middleware sets
+    its fields itself (see `__call__`): it has no `__init__` of its own to call.
     """
 
     __slots__ = ("_send", "completed", "status")
 
-    def __init__(self, factory: Callable[[], BackgroundTasks], send: Send, websocket: bool) -> None:
-        self.factory = factory
-        self.owner = "BackgroundTasksMiddleware"
-        self.detached = True
-        self.tasks = None
-        self._after = None
-        self._send = send
-        self.status = 0
-        # A websocket session has no response to complete: its tasks run when the app returns.
-        self.completed = websocket
+    __init__ = object.__init__
+    owner = "BackgroundTasksMiddleware"
+    detached = True
 
-    async def send(self, message: Message) -> None:
-        await self._send(message)
+    _send: Send
+    completed: bool
+    status: int
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain function returning the server's own awaitable: no coroutine of ours per
+        # message. The message is noted before it is sent; a send that raises fails the request
+        # (the server's exception reaches `__call__` through the app), so a response whose end
+        # was not sent counts as completed only if the app swallows that exception.
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
-        elif (kind in _FINAL_BODY and not message.get("more_body")) or kind == _PATHSEND:
+        elif kind == "http.response.body" or kind == _ZEROCOPY:
+            if "more_body" not in message or not message["more_body"]:
+                self.completed = True
+        elif kind == _PATHSEND:
             self.completed = True
         elif kind == "websocket.http.response.start":  # a websocket denial response
             self.status = message["status"]
+        return self._send(message)
 
 
 class _Lifespan:
