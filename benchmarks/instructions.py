@@ -24,19 +24,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from benchmarks import e2e_apps
@@ -140,6 +144,30 @@ class SetVarWrapSend(Passthrough):
             pass
 
 
+def _queue_floor() -> ASGIApp:
+    """A Starlette endpoint that puts its one sync task on a `queue.SimpleQueue` for one thread.
+
+    The floor of a detached sync task: the least the event loop's thread can do to hand a task
+    over (no collector, no limits, no drain, no error handling).
+    """
+    jobs: queue.SimpleQueue[tuple[Callable[[str], object], str]] = queue.SimpleQueue()
+
+    def drain() -> None:
+        while True:
+            func, arg = jobs.get()
+            func(arg)
+
+    threading.Thread(target=drain, daemon=True, name=f"{e2e_apps.AFTERWARD_WORKER}-floor").start()
+
+    async def send_notification(request: Request) -> Response:
+        next(e2e_apps.REQUESTS)
+        email = request.path_params["email"]
+        jobs.put((e2e_apps.record_sync, f"message to {email}\n"))
+        return JSONResponse(e2e_apps.BODY)
+
+    return e2e_apps._starlette(send_notification)
+
+
 REFERENCES = {
     v.name: v
     for v in (
@@ -163,6 +191,13 @@ REFERENCES = {
             "none",
             "a middleware that sets a context variable and wraps send",
             lambda: SetVarWrapSend(starlette_app(None, 0)),
+        ),
+        AppVariant(
+            "reference-queue",
+            1,
+            "sync",
+            "a Starlette endpoint putting its sync task on a SimpleQueue for one thread",
+            _queue_floor,
         ),
     )
 }
