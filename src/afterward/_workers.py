@@ -189,6 +189,7 @@ class WorkerPool:
         if watch and not self._park(gate, watch=True):  # it parks before anything else
             return
         job: Job | None = None
+        taken: Job | None
         while True:
             # One lock round trip per job: the finished job leaves `running` as the next one is
             # taken. (`acquire`/`release`, not `with`: a `with` looks up and binds two methods,
@@ -202,8 +203,7 @@ class WorkerPool:
                 if queue:
                     # Taken and shown as running in one step: a shutdown sees every job either
                     # as never started or as running.
-                    taken: Job | None = queue.popleft()
-                    running[ident] = taken
+                    taken = running[ident] = queue.popleft()
                 else:
                     taken = None
             finally:
