@@ -77,7 +77,9 @@ class RequestSlot:
         the garbage collector (measured: 15 % of a request's time). Whoever runs the tasks holds
         the collector meanwhile, so `current_tasks()` inside a running task still finds it.
         """
-        self._after = release_collector(self.tasks)
+        tasks = self.tasks
+        # `release_collector(tasks)`, written out: one call less per request.
+        self._after = NO_COLLECTOR if tasks is None else weakref.ref(tasks)
         self.tasks = None
 
     def adopt(self, tasks: BackgroundTasks) -> BackgroundTasks:
