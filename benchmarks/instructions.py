@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks import e2e_apps
 from benchmarks.e2e_apps import PATH, VARIANTS, AppVariant, starlette_app
 
-__all__ = ["count_variant", "main"]
+__all__ = ["REFERENCES", "count_variant", "main", "thread_totals"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode("ascii")
@@ -165,7 +165,9 @@ def _queue_floor() -> ASGIApp:
         jobs.put((e2e_apps.record_sync, f"message to {email}\n"))
         return JSONResponse(e2e_apps.BODY)
 
-    return e2e_apps._starlette(send_notification)
+    app = e2e_apps._starlette(send_notification)
+    app.state.jobs = jobs  # for the tests: a job put last runs after every earlier one
+    return app
 
 
 REFERENCES = {
@@ -212,7 +214,7 @@ def _control(pid: int, *args: str) -> None:
     )
 
 
-def _totals(out_dir: Path) -> list[int]:
+def thread_totals(out_dir: Path) -> list[int]:
     """Return the instruction total of each thread's dump (thread 1 first)."""
     found: list[tuple[int, int]] = []
     for path in out_dir.glob("callgrind.out.*"):
@@ -262,7 +264,7 @@ def count_variant(
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=120)
-    totals = _totals(out_dir)
+    totals = thread_totals(out_dir)
     if keep is None:
         shutil.rmtree(out_dir, ignore_errors=True)
     if not totals:
