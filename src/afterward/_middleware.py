@@ -132,6 +132,10 @@ class BackgroundTasksMiddleware:
             raise
         finally:
             request_slot.reset(token)
+            # Let go of the server's `send` (its per-request object) as soon as the call ends:
+            # held by the slot until the request's context is freed, it made uvicorn run the
+            # garbage collector 20 to 30 times as often (measured with `gc.callbacks`).
+            state._send = _send_after_return
         collector = state.tasks
         if collector is None:  # nothing was queued: the common case, without a call
             state._after = NO_COLLECTOR  # what `release()` leaves: a late `current_tasks()` raises
@@ -196,6 +200,13 @@ class BackgroundTasksMiddleware:
                 return
             if not lifespan.shutdown_sent:
                 await lifespan.answer_alone()
+
+
+async def _send_after_return(message: Message) -> None:
+    raise RuntimeError(
+        f"The app sent {message.get('type')!r} after its ASGI call had returned; a server "
+        f"accepts no message then."
+    )
 
 
 class _RequestState(RequestSlot):
