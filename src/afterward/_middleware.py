@@ -18,7 +18,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._backend import Backend, check_backend
-from ._current import RequestSlot, request_slot
+from ._current import NO_COLLECTOR, RequestSlot, request_slot
 from ._handoff import bind_backend, serve_with_backend
 from ._report import level_for, log_not_run, log_not_run_but_always, logger
 from ._stats import Stats, supervisor_stats
@@ -36,8 +36,8 @@ AnyASGIApp = Callable[..., Awaitable[None]]
 Litestar, Quart, Django), and each app is called with the messages the server sends."""
 
 _RUN_WHEN = ("success", "completed", "always")
-_FINAL_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
-_PATHSEND = "http.response.pathsend"
+_ZEROCOPY = "http.response.zerocopysend"  # completes a response like a final body message
+_PATHSEND = "http.response.pathsend"  # always completes a response
 
 
 class BackgroundTasksMiddleware:
@@ -124,7 +124,15 @@ class BackgroundTasksMiddleware:
         if self.backend is not None:
             await serve_with_backend(self, self.backend, scope, receive, send)
             return
-        state = _RequestState(self.collector, send, kind == "websocket")
+        # The request's state, made without an `__init__` call (a Python call per request): the
+        # per-request fields are set here, the per-middleware ones are class attributes.
+        state = _RequestState()
+        state.factory = self.collector
+        state.tasks = state._after = None
+        state._send = send
+        state.status = 0
+        # A websocket session has no response to complete: its tasks run when the app returns.
+        state.completed = kind == "websocket"
         token = request_slot.set(state)
         try:
             await self.app(scope, receive, state.send)
@@ -141,9 +149,16 @@ class BackgroundTasksMiddleware:
             raise
         finally:
             request_slot.reset(token)
+            # Let go of the server's `send` (its per-request object) as soon as the call ends:
+            # held by the slot until the request's context is freed, it made uvicorn run the
+            # garbage collector 20 to 30 times as often (measured with `gc.callbacks`).
+            state._send = _send_after_return
         collector = state.tasks
+        if collector is None:  # nothing was queued: the common case, without a call
+            state._after = NO_COLLECTOR  # what `release()` leaves: a late `current_tasks()` raises
+            return
         state.release()  # no reference cycle through the tasks' contexts (see `release`)
-        if collector is None or not collector.has_pending():
+        if not collector.has_pending():
             return
         reason = self._reason_not_to_run(state)
         if reason is not None and not log_not_run_but_always(collector, reason, logging.INFO):
@@ -233,35 +248,47 @@ class BackgroundTasksMiddleware:
                 await lifespan.answer_alone()
 
 
+async def _send_after_return(message: Message) -> None:
+    raise RuntimeError(
+        f"The app sent {message.get('type')!r} after its ASGI call had returned; a server "
+        f"accepts no message then."
+    )
+
+
 class _RequestState(RequestSlot):
     """One request: its collector slot, and a watch on the response sent through `send`.
 
     One object per request: its bound `send` method is the `send` the app gets, so the request
-    costs no closure, and the slot `current_tasks()` finds is the same object.
+    costs no closure, and the slot `current_tasks()` finds is the same object. The middleware sets
+    its fields itself (see `__call__`): it has no `__init__` of its own to call.
     """
 
     __slots__ = ("_send", "completed", "status")
 
-    def __init__(self, factory: Callable[[], BackgroundTasks], send: Send, websocket: bool) -> None:
-        self.factory = factory
-        self.owner = "BackgroundTasksMiddleware"
-        self.detached = True
-        self.tasks = None
-        self._after = None
-        self._send = send
-        self.status = 0
-        # A websocket session has no response to complete: its tasks run when the app returns.
-        self.completed = websocket
+    __init__ = object.__init__
+    owner = "BackgroundTasksMiddleware"
+    detached = True
 
-    async def send(self, message: Message) -> None:
-        await self._send(message)
+    _send: Send
+    completed: bool
+    status: int
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain function returning the server's own awaitable: no coroutine of ours per
+        # message. The message is noted before it is sent; a send that raises fails the request
+        # (the server's exception reaches `__call__` through the app), so a response whose end
+        # was not sent counts as completed only if the app swallows that exception.
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
-        elif (kind in _FINAL_BODY and not message.get("more_body")) or kind == _PATHSEND:
+        elif kind == "http.response.body" or kind == _ZEROCOPY:
+            if "more_body" not in message or not message["more_body"]:
+                self.completed = True
+        elif kind == _PATHSEND:
             self.completed = True
         elif kind == "websocket.http.response.start":  # a websocket denial response
             self.status = message["status"]
+        return self._send(message)
 
 
 class _Lifespan:
