@@ -209,9 +209,9 @@ class WorkerPool:
             try:
                 if job is not None:
                     del running[ident]
-                if self._coming:  # eager policy: this worker may be one on its way
-                    self._coming -= 1
                 if queue:
+                    if self._coming:  # eager policy: this worker may be one on its way
+                        self._coming -= 1
                     # Taken and shown as running in one step: a shutdown sees every job either
                     # as never started or as running.
                     taken = running[ident] = queue.popleft()
@@ -243,6 +243,11 @@ class WorkerPool:
                 if self._queue:  # a submit came in after the worker found the queue empty
                     self._awake += 1
                     return True
+                # No longer on its way to the queue: it parks. Counted as coming until now, in
+                # the same lock hold as it shows up parked, so a submit in between sees it one
+                # way or the other and starts no thread for a job this worker would take.
+                if self._coming:
+                    self._coming -= 1
             if self._closed:
                 return False
             watching = self.patience is not None and self._watchman is None
