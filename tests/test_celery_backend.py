@@ -16,8 +16,8 @@ import celery_tasks
 
 import afterward
 from afterward import BackgroundTasks
-from afterward.celery import CeleryBackend, register_task
 from afterward._backend import enqueue_entries
+from afterward.celery import CeleryBackend, register_task
 from afterward.celery._registry import find_by_message
 
 
@@ -191,7 +191,7 @@ async def test_a_publish_failing_midway_names_apart_the_tasks_already_queued(
             raise ConnectionError("the broker went away")
         sent.append(str(message["task_id"]))
 
-    backend.celery_app.send_task = send_task  # type: ignore[method-assign]
+    backend.celery_app.send_task = send_task
     first = tasks.add_task(celery_tasks.record, "k", "1")
     second = tasks.add_task(celery_tasks.arecord, "k", "2")
     third = tasks.add_task(celery_tasks.plain, "k", "3")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio.to_thread
 from kombu import serialization
 
-from .._backend import HANDOFFS, Backend, HandOff
+from .._backend import HANDOFFS, Backend, HandOff, PartlyQueued
 from ._registry import find_by_function
 from ._worker import RUN_TASK, TIME_LIMIT_GRACE, policy_options
 
@@ -120,10 +120,10 @@ class CeleryBackend(Backend):
         """Publish one message per task to the broker, in order (in a worker thread).
 
         Raises:
-            Exception: the broker could not be reached after `retry_policy`; the tasks before
-                the failing one may have been queued.
+            PartlyQueued: the broker failed after the first tasks were queued (they will run).
+            Exception: the broker could not be reached after `retry_policy`; nothing was sent.
         """
-        messages = [self._message(task) for task in tasks]
+        messages = [(task, self._message(task)) for task in tasks]
         await anyio.to_thread.run_sync(self._publish, messages, abandon_on_cancel=True)
 
     def _message(self, task: BackgroundTask) -> dict[str, Any]:
@@ -144,11 +144,18 @@ class CeleryBackend(Backend):
             message["time_limit"] = timeout + TIME_LIMIT_GRACE
         return message
 
-    def _publish(self, messages: list[dict[str, Any]]) -> None:
+    def _publish(self, messages: list[tuple[BackgroundTask, dict[str, Any]]]) -> None:
         app = self.celery_app
-        with app.producer_or_acquire() as producer:
-            for message in messages:
-                app.send_task(RUN_TASK, producer=producer, **message)
+        sent: list[BackgroundTask] = []
+        try:
+            with app.producer_or_acquire() as producer:
+                for task, message in messages:
+                    app.send_task(RUN_TASK, producer=producer, **message)
+                    sent.append(task)
+        except Exception as exc:
+            if sent:  # those are in the broker: they will run
+                raise PartlyQueued(sent, exc) from exc
+            raise
 
     def _check_arguments(self, task: BackgroundTask) -> None:
         """Raise `TypeError`, naming the argument, if one does not survive the serializer."""
