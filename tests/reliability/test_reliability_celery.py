@@ -209,6 +209,17 @@ def test_a_worker_killed_under_load_loses_no_task(celery_session: Session, tmp_p
     assert client.llen(key) == 0
 
 
+def broker_keys(broker: PrivateRedis, prefix: str) -> dict[str, int]:
+    """What the private broker holds now: each key with its length (for a failure's message)."""
+    client = redis.Redis(port=broker.port, socket_timeout=5, decode_responses=True)
+    sizes: dict[str, int] = {}
+    for name in client.keys(f"{prefix}*"):
+        kind = client.type(name)
+        size = {"list": client.llen, "hash": client.hlen, "zset": client.zcard}.get(str(kind))
+        sizes[str(name)] = int(size(name)) if size else -1
+    return sizes
+
+
 class PrivateRedis:
     """A `redis-server` of the test's own on a loopback port, which it can stop and start."""
 
@@ -271,7 +282,12 @@ def test_redis_restarted_while_requests_flow(celery_session: Session, tmp_path: 
             answered = groups[200] + [str(n) for n in range(requests, requests + 100)]
             wanted = {f"{n}:{i}" for n in answered for i in range(3)}
             while not wanted <= set(records):  # re-deliveries come after the visibility timeout
-                records += take(client, key, 1)
+                late = client.blpop([key], timeout=TIMEOUT)
+                if late is None:
+                    missing = sorted(wanted - set(records))
+                    broker_state = broker_keys(broker, celery_session.prefix)
+                    raise AssertionError(f"never ran: {missing}; in the broker: {broker_state}")
+                records.append(str(late[1]))
             records += take_until(client, key, queue_last(server, key))
             server.terminate()
             server.process.wait(30)
