@@ -16,6 +16,7 @@ import celery_tasks
 
 import afterward
 from afterward import BackgroundTasks
+from afterward._backend import enqueue_entries
 from afterward.celery import CeleryBackend, register_task
 from afterward.celery._registry import find_by_message
 
@@ -174,3 +175,30 @@ def test_arguments_of_a_function_without_a_signature_are_numbered() -> None:
         tasks.add_task(max, 1, {2})
     with pytest.raises(TypeError, match=r"Argument 'key' of builtins\.max"):
         tasks.add_task(max, [1], key={len})  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_publish_failing_midway_names_apart_the_tasks_already_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = collector()
+    backend = tasks.backend
+    assert isinstance(backend, CeleryBackend)
+    sent: list[str] = []
+
+    def send_task(name: str, **message: object) -> None:
+        if len(sent) == 2:
+            raise ConnectionError("the broker went away")
+        sent.append(str(message["task_id"]))
+
+    backend.celery_app.send_task = send_task
+    first = tasks.add_task(celery_tasks.record, "k", "1")
+    second = tasks.add_task(celery_tasks.arecord, "k", "2")
+    third = tasks.add_task(celery_tasks.plain, "k", "3")
+    assert not await enqueue_entries(backend, [first, second, third])
+    assert sent == [first.id, second.id]
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "Could not queue 1 of 3 background task(s) on CeleryBackend (ConnectionError" in error
+    assert "they will not run: celery_tasks.plain." in error
+    assert "queued before the failure will run: celery_tasks.record, celery_tasks.arecord." in error
+    assert (first.status, second.status, third.status) == ("pending", "pending", "abandoned")

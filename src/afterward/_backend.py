@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_ENQUEUE_TIMEOUT",
     "Backend",
     "HandOff",
+    "PartlyQueued",
     "check_backend",
     "enqueue_entries",
     "take_pending",
@@ -121,6 +122,19 @@ def check_backend(backend: object) -> Backend:
     return backend
 
 
+class PartlyQueued(Exception):
+    """Raised by a backend's `enqueue` when it failed after queueing the first tasks.
+
+    Those are on the engine's side and will run; `enqueue_entries` names them apart from the
+    ones that will not. The exception that stopped the hand-off is the `__cause__`.
+    """
+
+    def __init__(self, queued: Sequence[BackgroundTask], cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.queued = list(queued)
+        self.__cause__ = cause
+
+
 class _Collector(Protocol):
     def take_next(self) -> object | None: ...
 
@@ -173,6 +187,23 @@ async def enqueue_entries(
         failure = exc
     if failure is None and not scope.cancelled_caught:
         return not others
+    if isinstance(failure, PartlyQueued):
+        queued = {id(task) for task in failure.queued}
+        sent = [task for task in calls if id(task) in queued]
+        calls = [task for task in calls if id(task) not in queued]
+        logger.error(
+            "Could not queue %d of %d background task(s) on %s (%s); they will not run: %s. "
+            "Those queued before the failure will run: %s.",
+            len(calls),
+            len(calls) + len(sent),
+            type(backend).__name__,
+            failure,
+            names(calls),
+            names(sent),
+            exc_info=failure.__cause__,
+        )
+        abandon(calls)
+        return False
     logger.error(
         "Could not queue %d background task(s) on %s (%s); they will not run: %s.",
         len(calls),

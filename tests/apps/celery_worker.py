@@ -78,8 +78,9 @@ class Session:
         }
 
     def client(self) -> redis.Redis:
-        """A Redis client for the session's records."""
-        return redis.Redis.from_url(self.url, decode_responses=True)
+        """A Redis client for the session's records (its socket outwaits `take`'s BLPOP: the
+        default of redis-py's `from_url` is 5 s, which cut every longer wait short)."""
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=TIMEOUT + 10)
 
     def key(self) -> str:
         """A new list key for one test's records."""

@@ -7,7 +7,9 @@ keep-alive over raw asyncio streams (a few microseconds per request, where an HT
 library would cost more than the server). Each request waits for its complete response; a
 connection that fails is counted as an error and reopened.
 
-It prints one JSON object: requests sent, status counts, errors, and latency percentiles (ms).
+It prints one JSON object: requests sent, status counts, errors, and latency percentiles (ms);
+with `--by-request`, also each request's status (0: no answer). When the server cannot be
+reached any more (it was killed), the requests not yet sent are counted as errors, not sent.
 """
 
 from __future__ import annotations
@@ -38,30 +40,39 @@ async def _one(
 
 
 async def run(
-    url: str, template: str, requests: int, concurrency: int, start: int
+    url: str, template: str, requests: int, concurrency: int, start: int, detail: bool = False
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     numbers = iter(range(start, start + requests))
     statuses: Counter[int] = Counter()
+    by_request: dict[int, int] = {}
     latencies: list[float] = []
     errors = 0
 
     async def connection() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            return  # the server is gone: what is left is counted below
         try:
             for number in numbers:
                 begin = time.perf_counter()
+                by_request[number] = 0
                 try:
                     status = await _one(reader, writer, host, template.format(i=number))
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
+                    try:
+                        reader, writer = await asyncio.open_connection(host, port)
+                    except OSError:
+                        return
                     continue
                 latencies.append(time.perf_counter() - begin)
                 statuses[status] += 1
+                by_request[number] = status
         finally:
             writer.close()
 
@@ -69,6 +80,7 @@ async def run(
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
     latencies.sort()
+    errors += requests - len(by_request)  # never sent: the server could not be reached
 
     def percentile(p: float) -> float:
         if not latencies:
@@ -84,6 +96,7 @@ async def run(
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
         "max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        **({"by_request": {str(k): v for k, v in sorted(by_request.items())}} if detail else {}),
     }
 
 
@@ -94,8 +107,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--by-request", action="store_true", help="each request's status too")
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.path, args.requests, args.concurrency, args.start))
+    result = asyncio.run(
+        run(args.url, args.path, args.requests, args.concurrency, args.start, args.by_request)
+    )
     print(json.dumps(result))
 
 

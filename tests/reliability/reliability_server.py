@@ -26,6 +26,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
+TEST_APPS = HERE.parent / "apps"  # the Celery tests' worker module (`celery_tasks`)
 LOADGEN = HERE / "loadgen.py"
 
 MODES = ["inject", "fastapi", "middleware"]
@@ -129,7 +130,9 @@ class Server:
         result: dict[str, Any] = self.get("/records", expect=expect, of=of, wait=wait)
         return result
 
-    def load(self, path: str, requests: int, concurrency: int, start: int = 0) -> dict[str, Any]:
+    def load(
+        self, path: str, requests: int, concurrency: int, start: int = 0, by_request: bool = False
+    ) -> dict[str, Any]:
         """Run `loadgen.py` in another process against this server; return its figures."""
         command = [
             sys.executable,
@@ -139,6 +142,7 @@ class Server:
             f"--requests={requests}",
             f"--concurrency={concurrency}",
             f"--start={start}",
+            *(["--by-request"] if by_request else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, done.stderr
@@ -147,7 +151,7 @@ class Server:
 
     @contextlib.contextmanager
     def loading(
-        self, path: str, requests: int, concurrency: int, start: int = 0
+        self, path: str, requests: int, concurrency: int, start: int = 0, by_request: bool = False
     ) -> Iterator[subprocess.Popen[str]]:
         """Start `loadgen.py` in the background for the block; it is waited for on exit."""
         command = [
@@ -158,10 +162,12 @@ class Server:
             f"--requests={requests}",
             f"--concurrency={concurrency}",
             f"--start={start}",
+            *(["--by-request"] if by_request else []),
         ]
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-            yield process
-            process.communicate(timeout=600)
+            yield process  # the block may read its output (`communicate`) itself
+            if process.returncode is None:
+                process.communicate(timeout=600)
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -174,12 +180,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(mode: str, *, graceful: int = 10, **env: str | float | int) -> Iterator[Server]:
+def served(
+    mode: str, *, graceful: int = 10, app: str = "reliability_app:app", **env: str | float | int
+) -> Iterator[Server]:
     """Serve the reliability app with `uvicorn` in a process of its own, in `mode`.
 
     Args:
         mode: One of `MODES`.
         graceful: uvicorn's --timeout-graceful-shutdown, seconds.
+        app: What uvicorn serves (`apps/celery_web.py`'s app for the Celery tests).
         env: More environment for the app (WORKERS, DRAIN_TIMEOUT, TASK_SECONDS).
     """
     port = free_port()
@@ -187,14 +196,16 @@ def served(mode: str, *, graceful: int = 10, **env: str | float | int) -> Iterat
         **os.environ,
         "MODE": mode,
         **{key: str(value) for key, value in env.items()},
-        "PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(APPS), str(TEST_APPS), os.environ.get("PYTHONPATH", "")]
+        ),
         "PYTHONUNBUFFERED": "1",
     }
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "reliability_app:app",
+        app,
         "--host=127.0.0.1",
         f"--port={port}",
         "--lifespan=on",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 from kombu import serialization
 
-from .._backend import HANDOFFS, Backend, HandOff
+from .._backend import HANDOFFS, Backend, HandOff, PartlyQueued
 from ._registry import find_by_function
 from ._worker import RUN_TASK, TIME_LIMIT_GRACE, policy_options
 
@@ -119,10 +120,10 @@ class CeleryBackend(Backend):
         """Publish one message per task to the broker, in order (in a worker thread).
 
         Raises:
-            Exception: the broker could not be reached after `retry_policy`; the tasks before
-                the failing one may have been queued.
+            PartlyQueued: the broker failed after the first tasks were queued (they will run).
+            Exception: the broker could not be reached after `retry_policy`; nothing was sent.
         """
-        messages = [self._message(task) for task in tasks]
+        messages = [(task, self._message(task)) for task in tasks]
         await anyio.to_thread.run_sync(self._publish, messages, abandon_on_cancel=True)
 
     def _message(self, task: BackgroundTask) -> dict[str, Any]:
@@ -143,20 +144,28 @@ class CeleryBackend(Backend):
             message["time_limit"] = timeout + TIME_LIMIT_GRACE
         return message
 
-    def _publish(self, messages: list[dict[str, Any]]) -> None:
+    def _publish(self, messages: list[tuple[BackgroundTask, dict[str, Any]]]) -> None:
         app = self.celery_app
-        with app.producer_or_acquire() as producer:
-            for message in messages:
-                app.send_task(RUN_TASK, producer=producer, **message)
+        sent: list[BackgroundTask] = []
+        try:
+            with app.producer_or_acquire() as producer:
+                for task, message in messages:
+                    app.send_task(RUN_TASK, producer=producer, **message)
+                    sent.append(task)
+        except Exception as exc:
+            if sent:  # those are in the broker: they will run
+                raise PartlyQueued(sent, exc) from exc
+            raise
 
     def _check_arguments(self, task: BackgroundTask) -> None:
         """Raise `TypeError`, naming the argument, if one does not survive the serializer."""
         whole = [list(task.args), task.kwargs]
-        if _round_trip(whole, self.serializer) == (True, whole):
+        ok, back = _round_trip(whole, self.serializer)
+        if ok and _same(back, whole):
             return
         for label, value in _labelled_arguments(task):
             ok, back = _round_trip(value, self.serializer)
-            if not ok or back != value:
+            if not ok or not _same(back, value):
                 what = (
                     f"cannot be serialized ({back})"
                     if not ok
@@ -183,6 +192,25 @@ def _round_trip(value: object, serializer: str) -> tuple[bool, object]:
         return True, _loads(payload, content_type, encoding, accept={content_type})
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
+
+
+def _same(back: object, value: object) -> bool:
+    """Whether `back` is `value` as the task would see it: equal, and of the same types all the
+    way down (an `IntEnum` that comes back as an `int` is equal but is not the same), NaN being
+    the same as NaN."""
+    if type(back) is not type(value):
+        return False
+    if isinstance(value, float):
+        return back == value or (math.isnan(value) and math.isnan(cast(float, back)))
+    if isinstance(value, list | tuple):
+        items = cast("list[object] | tuple[object, ...]", back)
+        return len(items) == len(value) and all(map(_same, items, value))
+    if isinstance(value, dict):
+        mapping = cast("dict[object, object]", back)
+        return mapping.keys() == value.keys() and all(
+            _same(mapping[key], item) for key, item in value.items()
+        )
+    return back == value
 
 
 def _labelled_arguments(task: BackgroundTask) -> list[tuple[str, object]]:

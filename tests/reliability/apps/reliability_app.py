@@ -42,6 +42,7 @@ from afterward.fastapi import BackgroundTasks as DropIn
 MODE = os.environ.get("MODE", "inject")
 WORKERS = int(os.environ.get("WORKERS", "8"))
 TASK_SECONDS = float(os.environ.get("TASK_SECONDS", "0.2"))
+TIMEOUT = float(os.environ.get("TIMEOUT", "0.2"))  # the timeout policy of /fault/hangtimeout
 WAIT = float(
     os.environ.get("WAIT", "20")
 )  # the longest a `/records` call waits for what it expects
@@ -125,6 +126,35 @@ async def hang_async(rid: str) -> None:
     await anyio.sleep_forever()
 
 
+attempts: collections.Counter[str] = collections.Counter()  # policy tasks' attempts, by request
+_attempts_lock = threading.Lock()
+
+
+def _attempt(rid: str) -> int:
+    with _attempts_lock:
+        attempts[rid] += 1
+        return attempts[rid]
+
+
+@afterward.task(retries=2, backoff=0.0, jitter=False)
+def retried_sync(rid: str) -> None:
+    """Fail the first two attempts, record each attempt and the success."""
+    number = _attempt(f"{rid}:sync")
+    records.add(f"{rid}:sync-attempt-{number}")
+    if number <= 2:
+        raise ConnectionError(f"attempt {number} of request {rid} failing on purpose")
+
+
+@afterward.task(retries=2, backoff=0.01, jitter=False)
+async def retried_async(rid: str) -> None:
+    """The same, async (with a short backoff between attempts)."""
+    await anyio.lowlevel.checkpoint()
+    number = _attempt(f"{rid}:async")
+    records.add(f"{rid}:async-attempt-{number}")
+    if number <= 2:
+        raise ConnectionError(f"attempt {number} of request {rid} failing on purpose")
+
+
 def block_thread(rid: str) -> None:
     blocking.add(rid)
     release.wait()  # blocks its thread until the test says so (no timeout: "forever")
@@ -177,6 +207,11 @@ def queue_fault(tasks: BackgroundTasks, kind: str, rid: str) -> None:
         tasks.add_task(fail_async, rid)
     elif kind == "hang":
         tasks.add_task(hang_async, rid)
+    elif kind == "hangtimeout":
+        tasks.add_task(afterward.task(hang_async, timeout=TIMEOUT), rid)
+    elif kind == "retry":
+        tasks.add_task(retried_sync, rid)
+        tasks.add_task(retried_async, rid)
     elif kind == "block":
         tasks.add_task(block_thread, rid)
     elif kind == "slow":
@@ -227,6 +262,8 @@ async def records_route(request: Request) -> Response:
 
 async def reset_route(request: Request) -> Response:
     records.reset()
+    with _attempts_lock:
+        attempts.clear()
     return JSONResponse({})
 
 
@@ -444,6 +481,7 @@ def make_app(mode: str) -> ASGIApp:
         return BackgroundTasksMiddleware(
             starlette_current_tasks(),
             workers=WORKERS,
+            max_running=int(os.environ.get("MAX_RUNNING", "100")),
             drain_timeout=float(os.environ.get("DRAIN_TIMEOUT", "30")),
         )
     raise ValueError(f"unknown MODE {mode!r}")
