@@ -29,10 +29,10 @@ import anyio
 from . import _hop as hop
 from ._call import Call
 from ._events import count, emit, listeners, scopes
-from ._handle import cancel, fail, start, succeed
 from ._limiter import task_hop_limiter
 from ._report import logger, task_extra
 from ._steps import await_in_context
+from ._transitions import cancel, fail, start, succeed
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -200,7 +200,7 @@ def _enter(entry: Call, attempt: int) -> tuple[AbstractContextManager[Any], ...]
     entered: list[AbstractContextManager[Any]] = []
     for factory in tuple(scopes):
         try:
-            manager = factory(entry, attempt)  # type: ignore[arg-type]  # a BackgroundTask
+            manager = factory(entry, attempt)
             manager.__enter__()
         except Exception:
             logger.exception("An afterward attempt scope (%r) failed to enter.", factory)

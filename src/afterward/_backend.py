@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast
 
 import anyio
 
 from ._call import Call
-from ._handle import abandon
 from ._report import logger, names
+from ._transitions import abandon
 
 if TYPE_CHECKING:
-    from ._tasks import BackgroundTask
+    from ._task import BackgroundTask
 
 __all__ = [
     "DEFAULT_ENQUEUE_TIMEOUT",
@@ -129,7 +129,7 @@ class PartlyQueued(Exception):
     ones that will not. The exception that stopped the hand-off is the `__cause__`.
     """
 
-    def __init__(self, queued: Sequence[BackgroundTask], cause: Exception) -> None:
+    def __init__(self, queued: Sequence[Call], cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.queued = list(queued)
         self.__cause__ = cause
@@ -165,7 +165,7 @@ async def enqueue_entries(
     others: list[object] = []
     for entry in entries:
         if isinstance(entry, Call):
-            calls.append(entry)  # type: ignore[arg-type]  # every Call in a collector is one
+            calls.append(cast("BackgroundTask", entry))  # every Call is a BackgroundTask
         else:
             others.append(entry)
     if others:

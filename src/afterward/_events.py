@@ -19,11 +19,10 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ._call import Call
-    from ._tasks import BackgroundTask
 
 __all__ = [
     "AttemptScope",
@@ -47,7 +46,7 @@ EventKind = Literal[
 ]
 """What happened to a task: see `TaskEvent.kind`."""
 
-AttemptScope = Callable[["BackgroundTask", int], AbstractContextManager[Any]]
+AttemptScope = Callable[["Call", int], AbstractContextManager[Any]]
 """`factory(task, attempt)`: a context manager entered around one attempt of `task`."""
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "abandoned")
@@ -79,7 +78,7 @@ class TaskEvent:
     attempt: int
     duration: float | None
     exception: BaseException | None
-    task: BackgroundTask
+    task: Call
 
 
 listeners: list[Callable[[TaskEvent], object]] = []
@@ -144,9 +143,7 @@ def emit(
     exception: BaseException | None = None,
 ) -> None:
     """Call the registered callbacks with one event (callers test `listeners` first)."""
-    event = TaskEvent(
-        kind, task.name, task.id, attempt, duration, exception, cast("BackgroundTask", task)
-    )
+    event = TaskEvent(kind, task.name, task.id, attempt, duration, exception, task)
     for callback in tuple(listeners):
         try:
             callback(event)

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from ._call import Call
-from ._handle import abandon, cancel
 from ._report import entry_name, logger, names, task_extra
+from ._transitions import abandon, cancel
 
 if TYPE_CHECKING:
-    from ._runner import Collector
+    from ._collector import Collector
 
 __all__ = [
     "abandoned_in_thread",

@@ -11,30 +11,21 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from ._events import count, emit, listeners
 from ._loopcall import LoopCaller
 
 if TYPE_CHECKING:
-    from ._call import Call
     from ._policy import TaskPolicy
 
 __all__ = [
     "DONE",
     "Status",
     "TaskHandle",
-    "abandon",
-    "cancel",
-    "fail",
     "finish",
-    "start",
-    "succeed",
 ]
 
 Status = Literal["pending", "running", "succeeded", "failed", "cancelled", "abandoned"]
@@ -146,61 +137,3 @@ def finish(task: TaskHandle, status: Status, finished_at: float) -> None:
     waiter = task._waiter
     if waiter is not None:
         waiter.wake()
-
-
-# -- transitions, in the thread where they happen ----------------------------------------------
-
-
-def start(task: Call, attempt: int, now: float) -> None:
-    """Attempt number `attempt` of `task` starts."""
-    task.status = "running"
-    task._attempts = attempt
-    if attempt == 1:
-        task.started_at = now
-
-
-def succeed(task: Call, attempt: int, started: float) -> None:
-    """`task`'s attempt that started at `started` returned: the task has succeeded."""
-    now = time.time()
-    finish(task, "succeeded", now)
-    count("succeeded")
-    if listeners:
-        emit("succeeded", task, attempt, now - started)
-
-
-def fail(task: Call, exc: BaseException, attempt: int, started: float) -> None:
-    """`task`'s last attempt raised `exc`: the task has failed."""
-    now = time.time()
-    task.exception = exc
-    task._duration = now - started
-    finish(task, "failed", now)
-    count("failed")
-    if listeners:
-        emit("failed", task, attempt, now - started, exc)
-
-
-def cancel(task: Call, exc: BaseException, attempt: int, started: float | None) -> None:
-    """`task`'s attempt was stopped by `exc` (a cancellation) while it ran."""
-    if task.status in DONE:
-        return
-    now = time.time()
-    duration = None if started is None else now - started
-    finish(task, "cancelled", now)
-    count("cancelled")
-    if listeners:
-        emit("cancelled", task, attempt, duration, exc)
-
-
-def abandon(tasks: Iterable[object]) -> None:
-    """The entries of `tasks` will never run (those that are afterward tasks get the status)."""
-    now = 0.0
-    abandoned = 0
-    for task in tasks:
-        if isinstance(task, TaskHandle) and task.status not in DONE:
-            now = now or time.time()
-            finish(task, "abandoned", now)
-            abandoned += 1
-            if listeners:
-                emit("abandoned", cast("Call", task), task.attempts)
-    if abandoned:
-        count("abandoned", abandoned)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from contextvars import Context, ContextVar, copy_context
 from time import time as _now
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio import from_thread
@@ -33,6 +33,7 @@ from . import _hop as hop
 from . import _recording as recording
 from ._attempt import run_attempts
 from ._call import Call
+from ._collector import Collector as Collector
 from ._events import listeners, scopes, succeeded_counter
 from ._failures import (
     abandoned_in_thread,
@@ -42,11 +43,11 @@ from ._failures import (
     log_interrupted,
     report_failure,
 )
-from ._handle import fail, succeed
 from ._limiter import task_hop_limiter
 from ._report import logger, names
 from ._steps import await_in_context, resume, start_async
 from ._tracing import TraceHook, active_hook, run_through_hook
+from ._transitions import fail, succeed
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -61,31 +62,6 @@ __all__ = [
     "settle_sync_stop",
     "take_following",
 ]
-
-
-class Collector(Protocol):
-    """What the runner needs of a collector (`afterward.BackgroundTasks` has it)."""
-
-    @property
-    def stop_on_error(self) -> bool: ...
-    @property
-    def limiter(self) -> CapacityLimiter | None: ...
-    @property
-    def on_error(self) -> Any: ...
-    @property
-    def concurrency(self) -> int: ...
-
-    def next_pending(self) -> object | None:
-        """Return the first entry not started yet, without starting it; None if there is none."""
-
-    def take_next(self) -> object | None:
-        """Mark the first entry not started yet as started and return it; None if there is none."""
-
-    def skip_pending(self) -> Sequence[object]:
-        """Mark every entry not started yet as done and return them."""
-
-    def started_before(self, skipped: int) -> object | None:
-        """Return the entry started last, before the `skipped` ones `skip_pending` returned."""
 
 
 # What stopped a run of sync entries: the entry (None for cancellation), its context, the outcome.

@@ -22,14 +22,11 @@ import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ._call import Call
 from ._events import OUTCOMES, counts
 from ._handle import DONE
-
-if TYPE_CHECKING:
-    from ._supervisor import Supervisor
 
 __all__ = ["Outcomes", "Stats", "register", "stats", "supervisor_stats"]
 
@@ -105,6 +102,18 @@ class Outcomes:
         """Return the counts so far."""
         with self._lock:
             return dict(self._counts)
+
+
+class Supervisor(Protocol):
+    """What stats need of a supervisor (`_supervisor.Supervisor`), named here so that this
+    module, which the supervisor imports, does not import it back."""
+
+    @property
+    def outcomes(self) -> Outcomes: ...
+
+    def counts(self) -> tuple[int, int]:
+        """Return how many requests' tasks wait, and how many run."""
+        ...
 
 
 _supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()

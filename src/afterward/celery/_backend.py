@@ -17,7 +17,8 @@ from ._worker import RUN_TASK, TIME_LIMIT_GRACE, policy_options
 if TYPE_CHECKING:
     import celery
 
-    from .._tasks import BackgroundTask
+    from .._task import BackgroundTask
+
 
 __all__ = ["DEFAULT_RETRY_POLICY", "CeleryBackend"]
 
