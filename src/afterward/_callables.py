@@ -13,7 +13,7 @@ import inspect
 import sys
 import types
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -136,13 +136,16 @@ class TaskShape:
 
 
 class TaskWrapper:
-    """A callable that knows its own shape: `afterward.Task`, which carries a policy."""
+    """A callable that knows its own shape: `afterward.Task`, which carries a policy.
+
+    The marker `check_call` recognises, here so that this module need not import `_policy`;
+    `afterward.Task` is its one subclass and defines `task_shape()`, which returns the shape of
+    the call it stands for.
+    """
 
     __slots__ = ()
 
-    def task_shape(self) -> TaskShape:
-        """Return the shape of the call this object stands for."""
-        raise NotImplementedError
+    task_shape: Callable[[], TaskShape]
 
 
 # The cache holds shapes, never the callables: a function or callable instance made per request
