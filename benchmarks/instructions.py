@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import queue
 import re
@@ -32,15 +33,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from benchmarks import e2e_apps
@@ -148,16 +153,27 @@ def _queue_floor() -> ASGIApp:
     """A Starlette endpoint that puts its one sync task on a `queue.SimpleQueue` for one thread.
 
     The floor of a detached sync task: the least the event loop's thread can do to hand a task
-    over (no collector, no limits, no drain, no error handling).
+    over (no collector, no limits, no error handling). Its lifespan drains the queue at shutdown,
+    so no task of one app is still running when the next app (or test) starts counting.
     """
-    jobs: queue.SimpleQueue[tuple[Callable[[str], object], str]] = queue.SimpleQueue()
+    jobs: queue.SimpleQueue[tuple[Callable[[str], object], str] | None] = queue.SimpleQueue()
 
     def drain() -> None:
-        while True:
-            func, arg = jobs.get()
+        while (job := jobs.get()) is not None:
+            func, arg = job
             func(arg)
 
-    threading.Thread(target=drain, daemon=True, name=f"{e2e_apps.AFTERWARD_WORKER}-floor").start()
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        worker = threading.Thread(
+            target=drain, daemon=True, name=f"{e2e_apps.AFTERWARD_WORKER}-floor"
+        )
+        worker.start()
+        try:
+            yield
+        finally:
+            jobs.put(None)
+            await anyio.to_thread.run_sync(worker.join)
 
     async def send_notification(request: Request) -> Response:
         next(e2e_apps.REQUESTS)
@@ -165,7 +181,13 @@ def _queue_floor() -> ASGIApp:
         jobs.put((e2e_apps.record_sync, f"message to {email}\n"))
         return JSONResponse(e2e_apps.BODY)
 
-    app = e2e_apps._starlette(send_notification)
+    app = Starlette(
+        routes=[
+            Route(e2e_apps.ROUTE, send_notification, methods=["POST"]),
+            Route("/count", e2e_apps.starlette_count, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
     app.state.jobs = jobs  # for the tests: a job put last runs after every earlier one
     return app
 
