@@ -1,7 +1,8 @@
 """CeleryBackend end to end: a real Redis, real `celery worker` processes, no mocks.
 
 Select these with `-m celery`. They need a Redis server (see `apps/celery_worker.py`): without
-one they skip saying how to start it, and under `AFTERWARD_REQUIRE_REDIS=1` (CI) they fail.
+one they skip saying how to start it, and under `AFTERWARD_REQUIRE_REDIS=1` (CI) they fail; the
+RabbitMQ test likewise, under `AFTERWARD_REQUIRE_RABBITMQ=1`.
 """
 
 from __future__ import annotations
@@ -270,7 +271,10 @@ async def test_the_same_tasks_go_through_rabbitmq(celery_session: Session, tmp_p
     try:
         socket.create_connection((parts.hostname, parts.port or 5672), timeout=1).close()
     except OSError:
-        pytest.skip(f"no RabbitMQ answers at {RABBITMQ_URL} (set AFTERWARD_TEST_RABBITMQ)")
+        message = f"no RabbitMQ answers at {RABBITMQ_URL} (set AFTERWARD_TEST_RABBITMQ)"
+        if os.environ.get("AFTERWARD_REQUIRE_RABBITMQ") == "1":  # CI: .ci/run starts one
+            pytest.fail(f"AFTERWARD_REQUIRE_RABBITMQ=1, but {message}", pytrace=False)
+        pytest.skip(message)
     queue = f"{celery_session.queue}-amqp"
     app = celery_tasks.make_app(RABBITMQ_URL, prefix=celery_session.prefix, queue=queue)
     key = celery_session.key()
