@@ -15,7 +15,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,7 +23,7 @@ from starlette.routing import Route
 
 import afterward
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, TaskEvent, current_tasks
-from test_middleware import running
+from test_middleware import client, running
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +40,7 @@ async def serve_one(mode: str, queue: Queue) -> None:
             return PlainTextResponse("ok", background=tasks)
 
         app = Starlette(routes=[Route("/", inline)])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as http:
+        async with client(app) as http:
             assert (await http.get("/")).status_code == 200
         return
 
@@ -54,9 +51,7 @@ async def serve_one(mode: str, queue: Queue) -> None:
     middleware = BackgroundTasksMiddleware(Starlette(routes=[Route("/", detached)]))
     async with (
         running(middleware),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=middleware), base_url="http://test"
-        ) as http,
+        client(middleware) as http,
     ):
         assert (await http.get("/")).status_code == 200
         assert middleware.supervisor is not None
@@ -331,17 +326,13 @@ async def test_queued_comes_from_the_endpoint_s_thread_the_rest_from_the_loop_s(
 
     app = Starlette(routes=[Route("/", sync_endpoint)])
     if mode == "inline":
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as http:
+        async with client(app) as http:
             await http.get("/")
     else:
         middleware = BackgroundTasksMiddleware(app)
         async with (
             running(middleware),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=middleware), base_url="http://test"
-            ) as http,
+            client(middleware) as http,
         ):
             await http.get("/")
             assert middleware.supervisor is not None

@@ -18,7 +18,7 @@ import afterward
 import afterward.otel
 from afterward import BackgroundTasks
 from docs_blocks import blocks, run_blocks
-from test_middleware import running
+from test_middleware import client, running
 
 PAGE = "observability.md"
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,9 +112,7 @@ async def test_the_formatter_prints_the_task_s_fields(
         return PlainTextResponse("ok", background=tasks)
 
     app = Starlette(routes=[Route("/", endpoint)])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as http:
+    async with client(app) as http:
         await http.get("/")
 
     lines = [line for line in stream.getvalue().splitlines() if not line.startswith((" ", "Tr"))]

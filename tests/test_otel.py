@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import fastapi
-import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -33,7 +32,7 @@ import afterward
 import afterward.fastapi
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, current_tasks, otel
 from afterward._events import scopes
-from test_middleware import running
+from test_middleware import client, running
 
 pytestmark = pytest.mark.anyio
 
@@ -88,17 +87,13 @@ async def serve_one(mode: str, queue: Queue, provider: TracerProvider) -> None:
     """Send one request, traced, and return once its tasks have all ended."""
     if mode == "inline":
         app = inline_app(queue, provider)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as http:
+        async with client(app) as http:
             assert (await http.get("/")).status_code == 200
         return
     middleware = detached_app(queue, provider)
     async with (
         running(middleware),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=middleware), base_url="http://test"
-        ) as http,
+        client(middleware) as http,
     ):
         assert (await http.get("/")).status_code == 200
         assert middleware.supervisor is not None
@@ -294,7 +289,7 @@ async def test_a_task_cancelled_at_the_drain_deadline_ends_its_span_as_cancelled
     app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]), drain_timeout=0)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/")
         with anyio.fail_after(5):
@@ -405,9 +400,7 @@ async def test_with_fastapi_instrumented_the_attempt_spans_nest_in_its_task_span
 
     FastAPIInstrumentor.instrument_app(app, tracer_provider=instrumented)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as http:
+        async with client(app) as http:
             await http.get("/")
     finally:
         FastAPIInstrumentor.uninstrument_app(app)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask as StarletteTask
@@ -21,7 +20,7 @@ from starlette.routing import Route
 
 import afterward
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Stats, current_tasks
-from test_middleware import one_slot_app, running
+from test_middleware import client, one_slot_app, running
 
 pytestmark = pytest.mark.anyio
 
@@ -102,7 +101,7 @@ async def test_the_middleware_counts_its_requests_tasks_and_stats_adds_them_in()
     before = afterward.stats()
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/mixed")
         await http.get("/stopping")
@@ -134,7 +133,7 @@ async def test_running_and_waiting_count_requests_at_the_moment_of_the_snapshot(
     before = afterward.stats()
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/")
         with anyio.fail_after(5):
@@ -168,7 +167,7 @@ async def test_a_task_cancelled_at_the_drain_deadline_is_counted_cancelled() -> 
     app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]), drain_timeout=0)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/")
         with anyio.fail_after(5):
@@ -184,7 +183,7 @@ async def test_tasks_a_full_queue_could_not_take_are_counted_abandoned() -> None
     app = one_slot_app(release, ran, handoff_timeout=0.01)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/?n=1")  # runs (and blocks)
         await http.get("/?n=2")  # waits
@@ -209,7 +208,7 @@ async def test_a_starlette_task_in_the_collector_is_run_but_not_counted() -> Non
     app = BackgroundTasksMiddleware(Starlette(routes=[Route("/", endpoint)]))
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         await http.get("/")
         assert app.supervisor is not None
@@ -230,7 +229,7 @@ async def test_an_error_response_s_tasks_count_in_the_middleware_only_if_handed_
     before = afterward.stats()
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        client(app) as http,
     ):
         assert (await http.get("/")).status_code == 503
         assert app.supervisor is not None
