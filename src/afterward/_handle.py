@@ -1,9 +1,10 @@
 """The handle side of a task: its status, timings and outcome, and `await task.wait()`.
 
 `add_task` returns the entry itself, which is the handle. A handle nobody looks at must cost
-nothing measurable, so everything about it is a class-level default until it changes: the runner
-writes a few attributes per task (status, timestamps), the id is made on first read,
-and `wait()` makes its event only when someone waits.
+nothing measurable, so everything about it is a class-level default until it changes: the runner's
+fast paths write only the two timestamps a run has (the status follows from them, see
+`TaskHandle.status`), the id is made on first read, and `wait()` makes its event only when someone
+waits.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ class TaskHandle:
         policy: The `TaskPolicy` it runs with (from `afterward.task`), or None.
     """
 
-    status: Status = "pending"
     exception: BaseException | None = None
     queued_at: float = 0.0
     started_at: float | None = None
@@ -92,6 +92,20 @@ class TaskHandle:
     _id: str | None = None
     _waiter: _Waiter | None = None
     _duration: float | None = None  # of the last failed attempt, for the log line
+    # Written by every transition but a fast path's start and success, which write only
+    # `started_at` and `finished_at` (two status writes less per task: ~480 instructions of a
+    # request's ~136,000, callgrind); `status` reads it, else derives it from those two.
+    _status: Status | None = None
+
+    @property
+    def status(self) -> Status:
+        """`"pending"`, `"running"`, `"succeeded"`, `"failed"`, `"cancelled"` or `"abandoned"`."""
+        status = self._status
+        if status is not None:
+            return status
+        if self.finished_at is not None:
+            return "succeeded"  # only a fast path ends a task without writing its status
+        return "pending" if self.started_at is None else "running"
 
     @property
     def attempts(self) -> int:
@@ -132,8 +146,8 @@ class TaskHandle:
 
 def finish(task: TaskHandle, status: Status, finished_at: float) -> None:
     """Record how `task` ended, and wake its waiters; from any thread."""
+    task._status = status
     task.finished_at = finished_at
-    task.status = status
     waiter = task._waiter
     if waiter is not None:
         waiter.wake()

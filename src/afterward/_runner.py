@@ -107,8 +107,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             elif managed or entry.policy is not None or not entry.runs_directly:
                 await _run_managed(collector, entry)
             elif entry.is_async:
-                started = _now()
-                entry.status, entry.started_at = "running", started
+                entry.started_at = started = _now()  # now "running" (see `TaskHandle.status`)
                 try:
                     suspended = start_async(entry)
                     if suspended is not None:
@@ -118,7 +117,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                     await report_failure(collector, entry, exc)
                 else:
                     # `succeed()`, written out: no callback or scope to serve on this path.
-                    entry.finished_at, entry.status = _now(), "succeeded"
+                    entry.finished_at = _now()  # now "succeeded" (see `TaskHandle.status`)
                     next(succeeded_counter)
                     if entry._waiter is not None:
                         entry._waiter.wake()
@@ -333,8 +332,7 @@ def run_sync_batch(
     take = take or take_following
     while True:
         context = entry.context.copy()
-        started = _now()
-        entry.status, entry.started_at = "running", started
+        entry.started_at = started = _now()  # now "running" (see `TaskHandle.status`)
         try:
             result = _call_sync(entry, context)
         except BaseException as exc:
@@ -348,7 +346,7 @@ def run_sync_batch(
         if listeners:
             succeed(entry, 1, started)
         else:
-            entry.finished_at, entry.status = _now(), "succeeded"
+            entry.finished_at = _now()  # now "succeeded" (see `TaskHandle.status`)
             next(succeeded_counter)
             if entry._waiter is not None:
                 entry._waiter.wake()

@@ -21,7 +21,7 @@ __all__ = ["abandon", "cancel", "fail", "start", "succeed"]
 
 def start(task: Call, attempt: int, now: float) -> None:
     """Attempt number `attempt` of `task` starts."""
-    task.status = "running"
+    task._status = "running"
     task._attempts = attempt
     if attempt == 1:
         task.started_at = now
