@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from contextvars import Token
@@ -22,13 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._completion import complete, exit_sync_in_thread, json_response, tear_down
-from ._current import (
-    NO_COLLECTOR,
-    Slot,
-    collector_after_release,
-    release_collector,
-    request_slot,
-)
+from ._current import Slot, collector_after_release, release_collector, request_slot
 from ._limiter import request_hop_limiter
 from ._params import ValueParam
 from ._plan import Kind, Plan, analyse, callable_name, collector_class, refuse_methods
@@ -130,10 +123,7 @@ def inject(func: Callable[..., Any]) -> Callable[[Request], Awaitable[Response]]
         finally:
             if token is not None:
                 request_slot.reset(token)
-                # `run.release()`, written out (see `_Run.release`): one call less per request.
-                tasks = run.tasks
-                run.after = NO_COLLECTOR if tasks is None else weakref.ref(tasks)
-                run.tasks = run.stack = run.cache = None
+                run.release()
 
     functools.update_wrapper(endpoint, func)
     endpoint.__name__ = callable_name(func).rpartition(".")[2]
