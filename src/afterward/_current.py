@@ -78,7 +78,6 @@ class RequestSlot:
         the collector meanwhile, so `current_tasks()` inside a running task still finds it.
         """
         tasks = self.tasks
-        # `release_collector(tasks)`, written out: one call less per request.
         self._after = NO_COLLECTOR if tasks is None else weakref.ref(tasks)
         self.tasks = None
 
@@ -87,13 +86,6 @@ class RequestSlot:
         if self.tasks is None:
             self.tasks = tasks
         return self.tasks
-
-
-def release_collector(
-    tasks: BackgroundTasks | None,
-) -> Callable[[], BackgroundTasks | None]:
-    """Return what a released slot keeps of its collector: a weak reference to it, if any."""
-    return NO_COLLECTOR if tasks is None else weakref.ref(tasks)
 
 
 def collector_after_release(after: Callable[[], BackgroundTasks | None]) -> BackgroundTasks:
@@ -113,7 +105,7 @@ def _no_collector() -> None:
 
 
 NO_COLLECTOR: Callable[[], BackgroundTasks | None] = _no_collector
-"""What a slot released without a collector keeps (`release_collector(None)`)."""
+"""What a slot released without a collector keeps (the collector itself, weakly, else)."""
 
 request_slot: ContextVar[Slot] = ContextVar("afterward.request_slot")
 
