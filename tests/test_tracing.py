@@ -579,6 +579,44 @@ def test_no_hook_without_instrumentation(monkeypatch: pytest.MonkeyPatch) -> Non
     assert _tracing.active_hook() is None  # a FastAPI without native telemetry
 
 
+def test_the_quick_no_telemetry_answer_reads_opentelemetry_s_own_context_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The quick answer (no FastAPI telemetry while OpenTelemetry's context is empty) needs the
+    # variable; if a release of opentelemetry-api kept it elsewhere, every run would ask FastAPI.
+    monkeypatch.setattr(_tracing, "_otel_context", _tracing._UNKNOWN)
+    assert _tracing.active_hook() is None  # FastAPI imported: the variable is found
+    variable = _tracing._otel_context
+    assert isinstance(variable, contextvars.ContextVar)
+    assert not variable.get(None)
+    with trace.get_tracer("t", tracer_provider=TracerProvider()).start_as_current_span("r"):
+        assert variable.get(None)
+        assert _tracing.active_hook() is None  # a span, but no FastAPI telemetry
+
+
+def test_another_runtime_context_gives_no_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.context
+
+    monkeypatch.setattr(opentelemetry.context, "_RUNTIME_CONTEXT", object())
+    monkeypatch.setattr(_tracing, "_otel_context", _tracing._UNKNOWN)
+    assert _tracing._find_otel_context() is None
+    assert _tracing._otel_context is None  # remembered: FastAPI is asked from now on
+
+
+async def test_without_opentelemetry_s_variable_fastapi_is_asked_on_every_run(
+    monkeypatch: pytest.MonkeyPatch,
+    native_app: fastapi.FastAPI,
+    exporter: InMemorySpanExporter,
+    seen: Seen,
+) -> None:
+    monkeypatch.setattr(_tracing, "_otel_context", None)
+    stock = await run_side_by_side(native_app, exporter, "/stock")
+    ours = await run_side_by_side(native_app, exporter, "/ours")
+
+    assert shape(ours) == shape(stock) == NATIVE_TASKS
+    assert [seen[f"a{i}"] for i in range(1, 6)] == [s.span_id for s in ours]
+
+
 async def test_an_async_task_keeps_its_span_current_across_suspensions(
     otel_app: fastapi.FastAPI, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
