@@ -234,6 +234,62 @@ async def test_positional_only_parameters_are_passed_by_position() -> None:
         assert (await client.get("/", params={"a": 5, "b": 2})).json() == 3
 
 
+def _doubled(n: int) -> int:
+    return 2 * n
+
+
+async def _async_endpoint(
+    a: int,
+    /,
+    d: Annotated[int, Depends(_doubled)],
+    tasks: BackgroundTasks,
+    *,
+    b: str,
+    request: Request,
+    e: Annotated[int, Depends(_doubled)],
+) -> list[Any]:
+    return [a, d, type(tasks).__name__, b, request.url.path, e]
+
+
+def _sync_endpoint(
+    a: int,
+    /,
+    d: Annotated[int, Depends(_doubled)],
+    tasks: BackgroundTasks,
+    *,
+    b: str,
+    request: Request,
+    e: Annotated[int, Depends(_doubled)],
+) -> list[Any]:
+    return [a, d, type(tasks).__name__, b, request.url.path, e]
+
+
+@pytest.mark.parametrize("endpoint", [_async_endpoint, _sync_endpoint])
+async def test_each_kind_of_parameter_gets_its_own_value_by_position_or_keyword(
+    endpoint: Callable[..., Any],
+) -> None:
+    # Values are resolved dependencies first, then the rest, and passed in the signature's
+    # order: positional-only and plain ones by position, keyword-only ones by name.
+    async with client_for(Route("/p", inject(endpoint))) as client:
+        response = await client.get("/p", params={"a": 5, "n": 7, "b": "x"})
+    assert response.json() == [5, 14, "BackgroundTasks", "x", "/p", 14]
+
+
+async def test_keyword_only_parameters_of_a_generator_dependency_get_their_values() -> None:
+    ran: list[str] = []
+
+    async def session(*, name: str, tasks: BackgroundTasks) -> AsyncIterator[str]:
+        tasks.add_task(ran.append, name)
+        yield name.upper()
+
+    async def endpoint(s: Annotated[str, Depends(session)], n: int) -> list[Any]:
+        return [s, n]
+
+    async with client_for(Route("/", inject(endpoint))) as client:
+        assert (await client.get("/", params={"name": "ada", "n": 1})).json() == ["ADA", 1]
+    assert ran == ["ada"]
+
+
 # -- generator dependencies ----------------------------------------------------------------------
 
 
