@@ -18,7 +18,9 @@ module-level `WorkerPool` and awaits a bare asyncio future that the worker compl
   worker is claimed for the loop the way AnyIO claims its own threads (the one reliance on AnyIO's
   inside here, pinned by `tests/test_hop.py`).
 
-Under trio, `run_sync` is AnyIO's `to_thread.run_sync`, unchanged.
+Under trio (and with an AnyIO older than 4.11), `run_sync` is AnyIO's `to_thread.run_sync`; told
+to abandon its thread when cancelled, so that `on_cancel` can name what the thread runs the moment
+the cancellation arrives, and then waiting for the thread itself (`_AnyioHop`).
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from anyio import (
     CancelScope,
-    create_task_group,
+    CapacityLimiter,
+    Event,
     current_effective_deadline,
     get_cancelled_exc_class,
-    sleep_forever,
     to_thread,
 )
 from anyio.lowlevel import checkpoint
@@ -48,10 +50,8 @@ from ._anyio_seam import (
     on_asyncio,
     scope_cancelled,
 )
+from ._loopcall import LoopCaller
 from ._workers import WorkerPool
-
-if TYPE_CHECKING:
-    from anyio import CapacityLimiter
 
 __all__ = ["POOL_SIZE", "HopJob", "current_job", "run_sync", "worker_pool"]
 
@@ -262,46 +262,93 @@ async def _run_in_anyio_thread(
     limiter: CapacityLimiter,
     on_cancel: Callable[..., object],
 ) -> T:
-    """`anyio.to_thread.run_sync`, calling `on_cancel(*args)` when a cancellation arrives."""
-    state = [False, False]  # `func` has been called in the thread; the hop is over
-    outcome: list[tuple[bool, Any]] = []  # (raised, result or exception)
+    """`anyio.to_thread.run_sync`, calling `on_cancel(*args)` when a cancellation arrives.
 
-    def call() -> T:
-        state[0] = True
-        return func(*args)
+    AnyIO's hop, told to abandon its thread when cancelled, raises the cancellation the moment
+    it arrives: then `on_cancel` names what the thread runs, and the hop goes on waiting for the
+    thread (shielded) before the outcome is handed back, as AnyIO's own waiting hop does. (A
+    sibling task watching for the cancellation, as this was written before, cost a task group and
+    a task per hop: trio's one sync task ran at half Starlette's rate.)
+    """
+    hop = _AnyioHop(func, args)
+    if on_asyncio():
+        # AnyIO's asyncio hop gives its token back when it abandons the thread: the token is
+        # held here instead, until the thread is done.
+        async with limiter:
+            return await hop.run(CapacityLimiter(math.inf), on_cancel)
+    return await hop.run(limiter, on_cancel)  # trio's gives it back when the thread is done
 
-    async def watch() -> None:
-        # AnyIO's hop waits for its thread, shielded; a sibling sees the cancellation arrive.
+
+class _AnyioHop(Generic[T]):
+    """One call of `func(*args)` in one of AnyIO's worker threads, which may be abandoned."""
+
+    __slots__ = ("args", "done", "func", "outcome", "unclaimed", "waiter")
+
+    def __init__(self, func: Callable[..., T], args: Any) -> None:
+        self.func = func
+        self.args = args
+        # Whoever pops it first: the thread, to call `func`, or a cancelled host, to take the
+        # call back before it started (`list.pop` is atomic).
+        self.unclaimed = [True]
+        self.outcome: tuple[bool, Any] | None = None  # (raised, result or exception)
+        self.done = False
+        self.waiter: tuple[Event, LoopCaller] | None = None  # once the host waits for `done`
+
+    async def run(self, limiter: CapacityLimiter, on_cancel: Callable[..., object]) -> T:
         try:
-            await sleep_forever()
+            return await to_thread.run_sync(self.call, limiter=limiter, abandon_on_cancel=True)
         except get_cancelled_exc_class():
-            if state[0] and not state[1]:
-                _call_on_cancel(on_cancel, args)
+            if _claim(self.unclaimed):
+                raise  # the thread had not started `func`: nothing ran
+            if not self.done:
+                _call_on_cancel(on_cancel, self.args)
+                await self.wait_done()
+            # The thread returned after the cancellation: hand the outcome back, as AnyIO's
+            # hop does, and let the cancellation be raised at the next await (AnyIO's cancel
+            # scopes deliver it again; a native asyncio cancel is re-armed).
+            if on_asyncio():
+                _cancel_again()
+        except BaseException:
+            self.outcome = None  # raised as it is: no reference cycle through its traceback
             raise
+        assert self.outcome is not None
+        raised, value = self.outcome
+        self.outcome = None  # no reference cycle through a traceback
+        if raised:
+            raise value
+        result: T = value
+        return result
 
-    try:
-        async with create_task_group() as group:
-            group.start_soon(watch)
-            try:
-                outcome.append((False, await to_thread.run_sync(call, limiter=limiter)))
-            except BaseException as exc:
-                if not state[0]:
-                    raise  # cancelled while waiting for a thread: nothing ran
-                # Raised after the task group, so that it is not wrapped in an exception group.
-                outcome.append((True, exc))
-            finally:
-                state[1] = True
-                group.cancel_scope.cancel()  # the watcher's part is over
-    except get_cancelled_exc_class():
-        if not outcome:
+    def call(self) -> Any:
+        """In the worker thread: call `func`, unless a cancelled host took the call back."""
+        if not _claim(self.unclaimed):
+            return None
+        try:
+            result = self.func(*self.args)
+        except BaseException as exc:
+            self.outcome = (True, exc)
             raise
-        # The thread returned after the cancellation: hand the outcome back, as AnyIO's hop
-        # does, and let the cancellation be raised at the next await (AnyIO's cancel scopes
-        # deliver it again; a native asyncio cancel is re-armed).
-        if on_asyncio():
-            _cancel_again()
-    raised, value = outcome[0]
-    if raised:
-        raise value
-    result: T = value
-    return result
+        else:
+            self.outcome = (False, result)
+            return result
+        finally:
+            self.done = True
+            waiter = self.waiter  # read after `done` is written; the host writes in reverse
+            if waiter is not None:
+                event, loop = waiter
+                loop.call_soon(event.set)
+
+    async def wait_done(self) -> None:
+        """Wait for the thread, shielded: it cannot be stopped, and its outcome is handed back."""
+        with CancelScope(shield=True):
+            event = Event()
+            self.waiter = (event, LoopCaller.current())
+            if not self.done:
+                await event.wait()
+
+
+def _claim(unclaimed: list[bool]) -> bool:
+    try:
+        return unclaimed.pop()
+    except IndexError:
+        return False
