@@ -38,8 +38,9 @@ def fail() -> None:
 
 def test_a_handle_nobody_looks_at_keeps_its_class_defaults() -> None:
     entry = BackgroundTasks().add_task(noop)
-    # Nothing was made for it: no id, no waiter, no status written.
-    assert {"_id", "_waiter", "status", "exception", "started_at"}.isdisjoint(vars(entry))
+    # Nothing was made for it: no id, no waiter (the slot for one is None), no status written.
+    assert {"_id", "status", "_status", "exception", "started_at"}.isdisjoint(vars(entry))
+    assert entry._waiter is None
     assert (entry.status, entry.attempts, entry.exception) == ("pending", 0, None)
     assert (entry.started_at, entry.finished_at, entry.policy) == (None, None, None)
     assert entry.queued_at > 0

@@ -41,3 +41,6 @@ class Call(TaskHandle):
     name: str
     context: Context
     runs_directly: ClassVar[bool] = True
+    # Written per entry when it is made (`_task._fill`): no policy, and `runs_directly`. The
+    # runner then runs it on its fast path (an entry made otherwise takes the general one).
+    _plain = False

@@ -104,7 +104,7 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
                 await _run_traced(collector, hook, entry)
             elif not isinstance(entry, Call):
                 await _run_awaitable_entry(collector, entry)
-            elif managed or entry.policy is not None or not entry.runs_directly:
+            elif managed or not entry._plain:
                 await _run_managed(collector, entry)
             elif entry.is_async:
                 entry.started_at = started = _now()  # now "running" (see `TaskHandle.status`)
@@ -194,12 +194,7 @@ async def run_call(entry: Call, context: Context, limiter: CapacityLimiter | Non
 
 def is_batchable(entry: object) -> bool:
     """Whether `entry` is a plain sync afterward task, which a run of sync entries may take."""
-    return (
-        isinstance(entry, Call)
-        and entry.runs_directly
-        and not entry.is_async
-        and entry.policy is None
-    )
+    return isinstance(entry, Call) and entry._plain and not entry.is_async
 
 
 async def _run_managed(collector: Collector, entry: Call) -> None:
@@ -373,7 +368,10 @@ def take_following(collector: Collector) -> Call | None:
 
 def _call_sync(entry: Call, context: Context) -> object:
     """Call one sync entry's function in `context` (in a worker thread)."""
-    return context.run(entry.func, *entry.args, **entry.kwargs)
+    kwargs = entry.kwargs  # without `**` when empty: no copy of it per call (see `start_async`)
+    if kwargs:
+        return context.run(entry.func, *entry.args, **kwargs)
+    return context.run(entry.func, *entry.args)
 
 
 def _call_sync_boxed(entry: Call, context: Context) -> tuple[object]:

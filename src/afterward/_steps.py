@@ -31,7 +31,11 @@ def start_async(entry: Call, context: Context | None = None) -> Suspended | None
     """
     if context is None:
         context = entry.context.copy()
-    iterator = entry.func(*entry.args, **entry.kwargs).__await__()
+    # `f(*args, **kwargs)` copies `kwargs` into a new dictionary on every call; most tasks have
+    # none (callgrind: a call without them is ~250 instructions cheaper).
+    kwargs = entry.kwargs
+    coroutine = entry.func(*entry.args, **kwargs) if kwargs else entry.func(*entry.args)
+    iterator = coroutine.__await__()
     # `next(iterator, _DONE)` rather than `iterator.send(None)`: the same step, but a coroutine
     # that finishes returns `_DONE` instead of raising StopIteration. Measured with timeit on an
     # async task that does not suspend: 275 ns instead of 435 ns (a direct `await`: 220 ns).
