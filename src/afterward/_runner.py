@@ -89,9 +89,9 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
     running: object = None  # the entry being run, named in the log if the run is interrupted
     waiting: object = None  # a sync entry taken, waiting for its thread: not started yet
     hook = active_hook()
-    # Event callbacks or attempt scopes: every entry runs attempt by attempt.
-    managed = listeners or scopes
-    stop_before_sync = until_sync and hook is None and not managed
+    # A tracing hook, event callbacks or attempt scopes: no entry takes the fast paths below.
+    general = hook is not None or bool(listeners or scopes)
+    stop_before_sync = until_sync and not general
     try:
         while True:
             if stop_before_sync and is_batchable(collector.next_pending()):
@@ -100,12 +100,8 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
             if entry is None:
                 return
             running = entry
-            if hook is not None:
-                await _run_traced(collector, hook, entry)
-            elif not isinstance(entry, Call):
-                await _run_awaitable_entry(collector, entry)
-            elif managed or not entry._plain:
-                await _run_managed(collector, entry)
+            if general or not isinstance(entry, Call) or not entry._plain:
+                await _run_general(collector, hook, entry)
             elif entry.is_async:
                 entry.started_at = started = _now()  # now "running" (see `TaskHandle.status`)
                 try:
@@ -261,6 +257,16 @@ async def _lane(collector: Collector, hook: TraceHook | None, running: list[obje
                 await _run_awaitable_entry(collector, entry)
         finally:
             running.remove(entry)
+
+
+async def _run_general(collector: Collector, hook: TraceHook | None, entry: object) -> None:
+    """Run one entry that the runner's fast paths do not take."""
+    if hook is not None:
+        await _run_traced(collector, hook, entry)
+    elif not isinstance(entry, Call):
+        await _run_awaitable_entry(collector, entry)
+    else:  # a policy, event callbacks or attempt scopes, or an overriding `__call__`
+        await _run_managed(collector, entry)
 
 
 async def _run_traced(collector: Collector, hook: TraceHook, entry: object) -> None:
