@@ -29,8 +29,10 @@ TOOLS = ("pytest>=8.0", "trio>=0.26", "httpx>=0.27")
 TESTS = (
     "tests/test_anyio_seam.py",
     "tests/test_callables.py",
+    "tests/test_cancel_in_thread.py",
     "tests/test_concurrency.py",
     "tests/test_events.py",
+    "tests/test_hop_anyio.py",
     "tests/test_limiter.py",
     "tests/test_middleware.py",
     "tests/test_policy.py",
