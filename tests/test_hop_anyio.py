@@ -89,3 +89,19 @@ async def test_anyio_hop_taken_back_before_the_thread_starts_never_calls_the_fun
     assert other.call() is None  # list.append returns None, but it was called
     assert called == ["y"]
     assert not _claim(other.unclaimed)  # a cancel arriving now finds the call started
+
+
+async def test_anyio_hop_cancelled_while_waiting_for_a_token_runs_and_names_nothing() -> None:
+    limiter = anyio.CapacityLimiter(1)
+    await limiter.acquire()  # every token taken: the hop waits for one
+    called: list[object] = []
+    named: list[object] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_run_in_anyio_thread, called.append, ("x",), limiter, named.append)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    limiter.release()
+    assert called == []
+    assert named == []
+    assert limiter.borrowed_tokens == 0
