@@ -186,12 +186,13 @@ def json_response(
     response: CompletingJSONResponse = _new(CompletingJSONResponse)
     body = response.body = _encode(content).encode()
     response.raw_headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPE]
-    if status_code != 200:
-        response.status_code = status_code
-    if collector is not None:
-        response._afterward_collector = collector
-    if stack is not None:
-        response._afterward_stack = stack
+    # Each attribute its `__call__` reads is written here, even to its class's default: reading
+    # a default through the instance misses CPython 3.11's specialised attribute lookup (~160
+    # instructions each, callgrind), writing it costs ~25.
+    response.status_code = status_code
+    response.background = None
+    response._afterward_collector = collector
+    response._afterward_stack = stack
     return response
 
 

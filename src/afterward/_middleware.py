@@ -23,7 +23,7 @@ from ._handoff import bind_backend, serve_with_backend
 from ._report import level_for, log_not_run, log_not_run_but_always, logger
 from ._stats import Stats, supervisor_stats
 from ._supervisor import Supervisor
-from ._tasks import BackgroundTasks
+from ._tasks import BackgroundTasks, new_collector
 
 __all__ = ["BackgroundTasksMiddleware", "RunWhen"]
 
@@ -108,6 +108,8 @@ class BackgroundTasksMiddleware:
         self.workers = workers
         self.run_when = run_when
         self.collector = collector
+        # The class itself makes its collectors without `__init__`, as `inject` does.
+        self._make_collector = new_collector if collector is BackgroundTasks else collector
         self.supervisor: Supervisor | None = None
         self._warned_inline = False
 
@@ -127,7 +129,7 @@ class BackgroundTasksMiddleware:
         # The request's state, made without an `__init__` call (a Python call per request): the
         # per-request fields are set here, the per-middleware ones are class attributes.
         state = _RequestState()
-        state.factory = self.collector
+        state.factory = self._make_collector
         state.tasks = state._after = None
         state._send = send
         state.status = 0
