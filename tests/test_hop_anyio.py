@@ -70,7 +70,11 @@ async def test_anyio_hop_names_the_call_when_cancelled_then_waits_and_hands_the_
             assert limiter.borrowed_tokens == 1  # and its token is held until it is done
             assert results == []
             release.set()
-    assert limiter.borrowed_tokens == 0
+    # On trio the token goes back when trio takes in the thread's end, which it may do a loop
+    # turn after the host has gone on: never before the thread is done.
+    with anyio.fail_after(5):
+        while limiter.borrowed_tokens:
+            await anyio.lowlevel.checkpoint()
     assert scope.cancelled_caught
     [result] = results
     if outcome == "returns":

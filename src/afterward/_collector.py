@@ -16,7 +16,16 @@ __all__ = ["Collector"]
 
 
 class Collector(Protocol):
-    """What the runner needs of a collector (`afterward.BackgroundTasks` has it)."""
+    """What the runner needs of a collector (`afterward.BackgroundTasks` has it).
+
+    The runner's loop reads `tasks` and `_next` itself, as `take_next` would (one call less per
+    task); `take_next` must do no more than that.
+    """
+
+    tasks: list[Any]
+    """The entries, in the order they were added."""
+    _next: int
+    """The index of the first entry not started yet."""
 
     @property
     def stop_on_error(self) -> bool: ...

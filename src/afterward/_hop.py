@@ -276,7 +276,9 @@ async def _run_in_anyio_thread(
         # held here instead, until the thread is done.
         async with limiter:
             return await hop.run(CapacityLimiter(math.inf), on_cancel)
-    return await hop.run(limiter, on_cancel)  # trio's gives it back when the thread is done
+    # Trio's gives it back when the thread is done: as it takes in the thread's end, which may
+    # be a loop turn after a cancelled host has gone on (never before the thread has returned).
+    return await hop.run(limiter, on_cancel)
 
 
 class _AnyioHop(Generic[T]):

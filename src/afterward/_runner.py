@@ -96,9 +96,14 @@ async def run_tasks(collector: Collector, *, until_sync: bool = False) -> None:
         while True:
             if stop_before_sync and is_batchable(collector.next_pending()):
                 return
-            entry = collector.take_next()
-            if entry is None:
+            # `collector.take_next()`, written out: a method call per task cost ~400
+            # instructions (callgrind).
+            index = collector._next
+            entries = collector.tasks
+            if index >= len(entries):
                 return
+            collector._next = index + 1
+            entry = entries[index]
             running = entry
             if general or not isinstance(entry, Call) or not entry._plain:
                 await _run_general(collector, hook, entry)
