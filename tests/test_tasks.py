@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -182,3 +183,35 @@ def test_error_callback_alias_describes_on_error() -> None:
 
     callback: afterward.ErrorCallback = on_error
     assert BackgroundTasks(on_error=callback).on_error is on_error
+
+
+def noop_for_fill(n: int, key: str) -> None:
+    pass
+
+
+async def noop_async(n: int, key: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        noop_for_fill,
+        afterward.task(noop_for_fill, retries=2),
+        afterward.task(retries=1)(noop_async),
+    ],
+    ids=["plain", "policy", "async policy"],
+)
+def test_add_task_makes_the_entry_the_constructor_makes(func: Any) -> None:
+    # `add_task` writes out what `BackgroundTask.__init__` writes (no call per task): the same
+    # attributes with the same values, but for the moment and the captured context.
+    added = BackgroundTasks().add_task(func, 1, key="v")
+    made = BackgroundTask(func, 1, key="v")
+    assert type(added) is type(made)
+    assert vars(added).keys() == vars(made).keys()
+    differ = {"queued_at", "context"}
+    assert {k: v for k, v in vars(added).items() if k not in differ} == {
+        k: v for k, v in vars(made).items() if k not in differ
+    }
+    assert made.queued_at >= added.queued_at > 0
+    assert isinstance(added.context, contextvars.Context)
