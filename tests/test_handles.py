@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 from typing import Any
 
@@ -277,3 +279,23 @@ async def test_detached_stop_on_error_abandons_the_rest_of_the_request() -> None
         with anyio.fail_after(5):
             await handles[2].wait()
     assert [h.status for h in handles] == ["succeeded", "failed", "abandoned"]
+
+
+async def test_consecutive_async_tasks_share_the_instant_between_them() -> None:
+    # The runner goes straight from one task to the next: the end of one is the start of the
+    # next, one clock read for both. After anything else (a sync task in its thread), or for a
+    # task added after that instant, the start is read afresh.
+    tasks = BackgroundTasks()
+    first, second = tasks.add_task(anoop), tasks.add_task(anoop)
+    in_thread = tasks.add_task(noop)
+    after_thread, late = tasks.add_task(anoop), tasks.add_task(anoop)
+    late.queued_at = math.inf  # as if another thread had added it after `after_thread` ended
+    await tasks()
+
+    assert second.started_at is first.finished_at
+    assert after_thread.started_at is not in_thread.finished_at
+    assert late.started_at is not after_thread.finished_at
+    for before, handle in itertools.pairwise([first, second, in_thread, after_thread, late]):
+        assert before.finished_at is not None
+        assert handle.started_at is not None
+        assert before.finished_at <= handle.started_at
