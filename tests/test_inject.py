@@ -7,6 +7,8 @@ FastAPI) string annotations could not resolve. One test covers that case on purp
 
 import contextlib
 import contextvars
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -839,3 +841,40 @@ async def test_a_shared_dependency_with_an_invalid_value_is_reported_once() -> N
         response = await client.get("/", params={"n": "x"})
     assert response.status_code == 422
     assert [error["loc"] for error in response.json()["detail"]] == [["query", "n"]]
+
+
+def _keywords_only(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator whose wrapper takes keywords alone, as FastAPI calls endpoints."""
+
+    @functools.wraps(func)
+    async def wrapper(**kwargs: Any) -> Any:
+        return await func(**kwargs)
+
+    return wrapper
+
+
+@_keywords_only
+async def _wrapped_endpoint(n: int, tasks: BackgroundTasks) -> list[Any]:
+    return [n, type(tasks).__name__]
+
+
+class _KeywordModel:
+    """Like a pydantic model: takes keywords alone, and shows its fields as its signature."""
+
+    __signature__ = inspect.Signature(
+        [inspect.Parameter("n", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int)]
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        self.n = fields["n"]
+
+
+async def test_a_wrapper_or_a_class_that_takes_keywords_alone_gets_keywords() -> None:
+    async def uses_model(model: Annotated[_KeywordModel, Depends(_KeywordModel)]) -> int:
+        return model.n
+
+    async with client_for(
+        Route("/wrapped", inject(_wrapped_endpoint)), Route("/model", inject(uses_model))
+    ) as client:
+        assert (await client.get("/wrapped", params={"n": 3})).json() == [3, "BackgroundTasks"]
+        assert (await client.get("/model", params={"n": 4})).json() == 4

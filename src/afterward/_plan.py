@@ -72,7 +72,9 @@ class Plan:
         # keyword-only ones, which end the list. A call by position costs 1,000 instructions
         # less than one by keyword (`f(**kwargs)`, two parameters; callgrind).
         self.size = 0  # how many parameters
-        self.keyword_only: tuple[str, ...] = ()  # the names of the last ones
+        # The names of the last ones (all of them for a function that is not called by position,
+        # see `_takes_its_signature`).
+        self.keyword_only: tuple[str, ...] = ()
         self.dependencies: list[DependencyParam] = []
         self.values: list[tuple[int, ValueParam]] = []
         self.collector_slots: list[int] = []
@@ -100,6 +102,7 @@ def analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...] = ())
         raise TypeError(f"inject(): circular dependency: {chain}.")
     plan = Plan(func)
     owner = callable_name(func)
+    by_position = _takes_its_signature(func)
     for parameter in _signature(func, owner).parameters.values():
         where = f"parameter {parameter.name!r} of {owner}"
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -107,12 +110,32 @@ def analyse(func: Callable[..., Any], seen: tuple[Callable[..., Any], ...] = ())
                 f"inject() cannot resolve {where}: *args and **kwargs have no request value. "
                 f"Declare each parameter by name."
             )
-        if parameter.kind is parameter.KEYWORD_ONLY:
+        if parameter.kind is parameter.KEYWORD_ONLY or (
+            not by_position and parameter.kind is not parameter.POSITIONAL_ONLY
+        ):
             plan.keyword_only += (parameter.name,)
         _add_parameter(plan, parameter, plan.size, where, (*seen, func))
         plan.size += 1
     plan.direct = plan.kind is Kind.ASYNC and not plan.keyword_only
     return plan
+
+
+def _takes_its_signature(func: Callable[..., Any]) -> bool:
+    """Whether `func` takes the parameters its signature shows: a plain function (or a partial
+    of one, or a method), not a `functools.wraps` wrapper or an object with `__signature__`.
+
+    Only such a function is called by position: a wrapper may take `**kwargs` alone, a class
+    (a pydantic model, say) may take keywords alone, whatever signature they show, and FastAPI,
+    which they were written for, calls by keyword.
+    """
+    target = _impartial(func)
+    if inspect.ismethod(target):
+        target = target.__func__
+    return (
+        inspect.isfunction(target)
+        and not hasattr(target, "__wrapped__")
+        and not hasattr(target, "__signature__")
+    )
 
 
 def refuse_methods(func: Callable[..., Any]) -> None:
