@@ -866,7 +866,7 @@ class _KeywordModel:
     )
 
     def __init__(self, **fields: Any) -> None:
-        self.n = fields["n"]
+        self.n: int = fields["n"]
 
 
 async def test_a_wrapper_or_a_class_that_takes_keywords_alone_gets_keywords() -> None:
