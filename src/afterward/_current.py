@@ -16,7 +16,14 @@ from typing import Protocol
 
 from ._tasks import BackgroundTasks
 
-__all__ = ["NO_COLLECTOR", "RequestSlot", "Slot", "current_tasks", "request_slot"]
+__all__ = [
+    "MIDDLEWARE_SLOT",
+    "NO_COLLECTOR",
+    "RequestSlot",
+    "Slot",
+    "current_tasks",
+    "request_slot",
+]
 
 
 class Slot(Protocol):
@@ -108,6 +115,12 @@ NO_COLLECTOR: Callable[[], BackgroundTasks | None] = _no_collector
 """What a slot released without a collector keeps (the collector itself, weakly, else)."""
 
 request_slot: ContextVar[Slot] = ContextVar("afterward.request_slot")
+
+MIDDLEWARE_SLOT = "afterward.middleware_slot"
+"""The ASGI scope key under which `BackgroundTasksMiddleware` leaves the slot of the request it
+runs the tasks of. `inject` reads it there (a dictionary lookup) instead of setting a slot of its
+own and resetting it once it finds the middleware's (a context variable's `set` and `reset`,
+about 0.7 µs)."""
 
 
 def current_tasks() -> BackgroundTasks:

@@ -23,7 +23,7 @@ from typing import Protocol, cast
 from starlette.types import Message, Receive, Scope, Send
 
 from ._backend import Backend, enqueue_entries, take_pending
-from ._current import RequestSlot, request_slot
+from ._current import MIDDLEWARE_SLOT, RequestSlot, request_slot
 from ._report import level_for, log_not_run, log_not_run_but_always, names
 from ._tasks import BackgroundTask, BackgroundTasks
 
@@ -69,6 +69,7 @@ async def serve_with_backend(
     """Handle one HTTP request or websocket session whose tasks go to `backend`."""
     state = _BackendRequest(middleware, backend, send, scope["type"] == "websocket")
     timeout = middleware.handoff_timeout
+    scope[MIDDLEWARE_SLOT] = state
     token = request_slot.set(state)
     try:
         await middleware.app(scope, receive, state.send)

@@ -18,7 +18,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._backend import Backend, check_backend
-from ._current import NO_COLLECTOR, RequestSlot, request_slot
+from ._current import MIDDLEWARE_SLOT, NO_COLLECTOR, RequestSlot, request_slot
 from ._handoff import bind_backend, serve_with_backend
 from ._report import level_for, log_not_run, log_not_run_but_always, logger
 from ._stats import Stats, supervisor_stats
@@ -135,6 +135,7 @@ class BackgroundTasksMiddleware:
         state.status = 0
         # A websocket session has no response to complete: its tasks run when the app returns.
         state.completed = kind == "websocket"
+        scope[MIDDLEWARE_SLOT] = state
         token = request_slot.set(state)
         try:
             await self.app(scope, receive, state.send)
