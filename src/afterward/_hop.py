@@ -151,12 +151,8 @@ class HopJob(Generic[T]):
             self.waiter.set_result(None)
 
     def result(self) -> T:
-        assert self._outcome is not None
-        raised, value = self._outcome
-        self._outcome = None  # no reference cycle through a traceback
-        if raised:
-            raise value
-        result: T = value
+        outcome, self._outcome = self._outcome, None  # no reference cycle through a traceback
+        result: T = _hand_back(outcome)
         return result
 
 
@@ -313,12 +309,8 @@ class _AnyioHop(Generic[T]):
         except BaseException:
             self.outcome = None  # raised as it is: no reference cycle through its traceback
             raise
-        assert self.outcome is not None
-        raised, value = self.outcome
-        self.outcome = None  # no reference cycle through a traceback
-        if raised:
-            raise value
-        result: T = value
+        outcome, self.outcome = self.outcome, None  # no reference cycle through a traceback
+        result: T = _hand_back(outcome)
         return result
 
     def call(self) -> Any:
@@ -347,6 +339,15 @@ class _AnyioHop(Generic[T]):
             self.waiter = (event, LoopCaller.current())
             if not self.done:
                 await event.wait()
+
+
+def _hand_back(outcome: tuple[bool, Any] | None) -> Any:
+    """Return what a thread's function returned, or raise what it raised."""
+    assert outcome is not None
+    raised, value = outcome
+    if raised:
+        raise value
+    return value
 
 
 def _claim(unclaimed: list[bool]) -> bool:
