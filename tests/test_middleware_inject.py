@@ -11,7 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from afterward import BackgroundTasks, BackgroundTasksMiddleware, Depends, current_tasks, inject
 from test_middleware import client, running
@@ -144,3 +144,30 @@ async def test_under_the_middleware_yield_dependencies_close_before_the_detached
         with anyio.fail_after(5):
             await done.wait()
     assert events == ["session opened", "session closed", "task ran"]
+
+
+async def test_an_inject_endpoint_of_a_mounted_app_gets_the_middlewares_collector() -> None:
+    # The middleware leaves its slot in the scope; a mounted app's scope carries it along, so
+    # the endpoint's collector is the middleware's, and its task runs detached.
+    seen: list[BackgroundTasks] = []
+    release, done = anyio.Event(), anyio.Event()
+
+    async def slow() -> None:
+        await release.wait()
+        done.set()
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        seen.extend([tasks, current_tasks()])
+        tasks.add_task(slow)
+
+    inner = Starlette(routes=[Route("/e", inject(endpoint))])
+    app = BackgroundTasksMiddleware(Starlette(routes=[Mount("/sub", app=inner)]))
+    async with running(app), client(app) as http:
+        with anyio.fail_after(5):  # inline, the request would wait for its task
+            assert (await http.get("/sub/e")).status_code == 200
+        assert not done.is_set()  # the response came first: the task runs detached
+        release.set()
+        with anyio.fail_after(5):
+            await done.wait()
+    [parameter, current] = seen
+    assert parameter is current
