@@ -29,10 +29,6 @@ __all__ = [
 class Slot(Protocol):
     """Where a request's collector is found: `RequestSlot`, or `inject`'s per-request state."""
 
-    @property
-    def detached(self) -> bool:
-        """Whether the middleware runs this request's tasks (see `RequestSlot`)."""
-
     def open(self) -> BackgroundTasks:
         """Return the request's collector, making it if nobody has asked yet."""
 
@@ -42,8 +38,9 @@ class RequestSlot:
 
     Attributes:
         detached: The middleware runs this request's tasks (after the response, in its
-            supervisor); `inject` and the FastAPI dependency then hand out this collector and
-            leave running it to the middleware.
+            supervisor); the FastAPI dependency then hands out this collector and leaves
+            running it to the middleware. (`inject` finds such a slot in the ASGI scope, under
+            `MIDDLEWARE_SLOT`.)
     """
 
     __slots__ = ("_after", "detached", "factory", "owner", "tasks")

@@ -158,7 +158,6 @@ class _Run:
         "stack",
         "tasks",
     )
-    detached = False  # as a `Slot`: inject runs its own tasks
 
     def __init__(self, request: Request, collector_class: type[BackgroundTasks]) -> None:
         self.request = request
@@ -200,16 +199,16 @@ class _Run:
 
     async def call(self, plan: Plan) -> Any:
         """Resolve `plan`'s parameters and call it; return `_INVALID` if a value was invalid."""
-        args = await self.arguments(plan) if plan.dependencies else self.values(plan)
+        args: list[Any] = [None] * plan.size  # in the signature's order
+        args = await self.arguments(plan, args) if plan.dependencies else self.values(plan, args)
         if args is _INVALID:
             return _INVALID  # like FastAPI: nothing is called with invalid input
         if plan.direct:
             return await plan.call(*args)
         return await self.invoke(plan, args)
 
-    async def arguments(self, plan: Plan) -> Any:
+    async def arguments(self, plan: Plan, args: list[Any]) -> Any:
         """Resolve the dependencies first (as FastAPI does), then the other parameters."""
-        resolved: list[tuple[int, Any]] = []
         invalid = False
         for index, dependency, use_cache in plan.dependencies:
             if not use_cache:
@@ -220,18 +219,13 @@ class _Run:
                 value = self.cache.get(dependency.func, _NOT_CACHED)
                 if value is _NOT_CACHED:
                     value = self.cache[dependency.func] = await self.call(dependency)
-            resolved.append((index, value))
-            invalid = invalid or value is _INVALID
-        args = self.values(plan)
-        if invalid or args is _INVALID:
-            return _INVALID
-        for index, value in resolved:
             args[index] = value
-        return args
+            invalid = invalid or value is _INVALID
+        values = self.values(plan, args)
+        return _INVALID if invalid else values
 
-    def values(self, plan: Plan) -> Any:
-        """Return the arguments, in order (dependencies left out); `_INVALID` if one is invalid."""
-        args: list[Any] = [None] * plan.size
+    def values(self, plan: Plan, args: list[Any]) -> Any:
+        """Put the parameters that need no awaiting in `args`; return it, `_INVALID` if invalid."""
         if plan.collector_slots:
             tasks = self.open()
             for index in plan.collector_slots:
